@@ -1,0 +1,47 @@
+"""Memory-budget checks done from declared sizes, before anything is allocated."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from .errors import BudgetError
+
+_UNITS = ("B", "KiB", "MiB", "GiB", "TiB", "PiB", "EiB", "ZiB", "YiB")
+
+
+def human_bytes(n: int | float) -> str:
+    """Binary units with one decimal ("7.5 TiB"); plain bytes below 1 KiB."""
+    n = float(n)
+    if n < 1024:
+        return f"{int(n)} B"
+    for unit in _UNITS[1:]:
+        n /= 1024.0
+        if n < 1024 or unit == _UNITS[-1]:
+            return f"{n:.1f} {unit}"
+    raise AssertionError("unreachable")
+
+
+def shape_text(shape: tuple[int, ...]) -> str:
+    """'1000×1000' (the multiplication sign reads better than 'x' in messages)."""
+    return "×".join(str(int(s)) for s in shape) if shape else "scalar"
+
+
+def dense_nbytes(shape: tuple[int, ...], dtype: np.dtype) -> int:
+    # Python ints: a shape bomb must not overflow into a small number.
+    return math.prod(int(s) for s in shape) * int(np.dtype(dtype).itemsize)
+
+
+def check_budget(needed: int, max_bytes: int | None, *, where: str, what: str) -> None:
+    """Raise BudgetError when `needed` bytes exceed `max_bytes` (None = no budget).
+
+    `where` names the array (its URI); `what` describes the allocation, e.g.
+    "shape 1000000×1000000 float64".
+    """
+    if max_bytes is None or needed <= max_bytes:
+        return
+    raise BudgetError(
+        f"{where}: needs {human_bytes(needed)} ({what}) "
+        f"but the memory budget is {human_bytes(max_bytes)}"
+    )

@@ -1,0 +1,583 @@
+"""HDF5 engine (h5py, read-only for inputs).
+
+Safety: every link along a path is inspected with getlink=True so an external link is refused
+before HDF5 follows it; datasets with external raw storage, virtual datasets mapping another
+file, and non-numeric dtypes are refused.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import posixpath
+import re
+from collections.abc import Callable, Iterator, Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .dtypes import dtype_refusal
+from .errors import DataError, FormatsError, InputMissingError, StorageError, UsageError
+from .handle import ArrayHandle, RefusedError, cap_list, one_line, refused_entry
+from .sparse import SPARSE_MEMBERS, SparseCOOHandle, validate_members, validate_shape_values
+from .uri import URI
+
+FORMAT = "hdf5"
+MAX_LINK_HOPS = 32
+MAX_VIRTUAL_DEPTH = 8
+# Root attribute naming the attributes stored as JSON text (values HDF5 cannot hold natively).
+JSON_ATTRS_KEY = "_rankwise_json_attrs"
+_ERRNO_RE = re.compile(r"errno = (\d+)")
+
+
+def _h5py() -> Any:
+    import h5py
+
+    return h5py
+
+
+def open_file(path: Path) -> Any:
+    """Open an input read-only; permission problems are 'unreadable input', others bad data."""
+    h5py = _h5py()
+    try:
+        with open(path, "rb"):
+            pass
+    except FileNotFoundError as exc:
+        raise InputMissingError(f"{path}: no such file") from exc
+    except PermissionError as exc:
+        raise InputMissingError(f"{path}: cannot be read (permission denied)") from exc
+    except OSError as exc:
+        raise StorageError(f"{path}: cannot be opened ({exc.strerror or one_line(exc)})") from exc
+    try:
+        # best-effort locking: no failure on file systems without flock (NFS, Lustre).
+        return h5py.File(path, "r", locking="best-effort")
+    except OSError as exc:
+        raise DataError(f"{path}: not a valid HDF5 file ({one_line(exc)})") from exc
+
+
+@contextlib.contextmanager
+def read_errors(where: str) -> Iterator[None]:
+    """h5py reports both corrupt chunks and OS failures as OSError; an errno tells them apart."""
+    try:
+        yield
+    except FormatsError:
+        raise
+    except PermissionError as exc:
+        raise InputMissingError(f"{where}: cannot be read (permission denied)") from exc
+    except OSError as exc:
+        msg = one_line(exc)
+        match = _ERRNO_RE.search(str(exc))
+        if (exc.errno not in (None, 0)) or (match and match.group(1) != "0"):
+            raise StorageError(f"{where}: I/O error while reading ({msg})") from exc
+        raise DataError(f"{where}: cannot decode the stored data ({msg})") from exc
+
+
+def _split(name: str) -> list[str]:
+    return [p for p in name.split("/") if p and p != "."]
+
+
+def _canonical(name: str) -> str:
+    return "/" + "/".join(_split(name))
+
+
+class Resolver:
+    """Walk a path link by link, refusing external and user-defined links."""
+
+    def __init__(self, f: Any, path: Path) -> None:
+        self.f = f
+        self.path = path
+
+    def resolve(self, name: str, *, listing: bool = False) -> Any:
+        """The object at `name`; `listing` adds the file's arrays to a not-found message
+        (only for the user's own key: walk() resolves soft links and must not recurse)."""
+        h5py = _h5py()
+        parts = _split(name)
+        group, i, hops = self.f, 0, 0
+        while i < len(parts):
+            shown = "/" + "/".join(parts[: i + 1])
+            link = group.get(parts[i], getlink=True)
+            if link is None:
+                where = f"{self.path}: no array or group '{_canonical(name)}'"
+                if hops:
+                    where += f" (a soft link points to the missing '{shown}')"
+                if listing:
+                    where += f" (arrays in file: {cap_list(self.array_uris())})"
+                raise InputMissingError(where)
+            if isinstance(link, h5py.ExternalLink):
+                raise RefusedError(
+                    f"{self.path}:{shown}",
+                    f"external link to {link.filename}:{link.path} is refused",
+                )
+            if isinstance(link, h5py.SoftLink):
+                hops += 1
+                if hops > MAX_LINK_HOPS:
+                    raise RefusedError(f"{self.path}:{shown}", "too many soft links (a cycle?)")
+                target = link.path
+                base = target if target.startswith("/") else posixpath.join(group.name, target)
+                parts = _split(posixpath.normpath(base)) + parts[i + 1 :]
+                group, i = self.f, 0
+                continue
+            if not isinstance(link, h5py.HardLink):
+                raise RefusedError(f"{self.path}:{shown}", "user-defined link is refused")
+            obj = group[parts[i]]
+            i += 1
+            if i < len(parts):
+                if not isinstance(obj, h5py.Group):
+                    raise InputMissingError(
+                        f"{self.path}: '{shown}' is a dataset, "
+                        f"so '{_canonical(name)}' does not exist"
+                    )
+                group = obj
+            else:
+                return obj
+        return group
+
+    def array_uris(self) -> list[str]:
+        return [f"{self.path}:{name}" for name, _, _ in walk(self.f, self)]
+
+
+def _filters(dset: Any) -> list[tuple[int, int, tuple, str]]:
+    dcpl = dset.id.get_create_plist()
+    out = []
+    for i in range(dcpl.get_nfilters()):
+        code, flags, values, name = dcpl.get_filter(i)
+        out.append((int(code), int(flags), tuple(values), name.decode("utf-8", "replace")))
+    return out
+
+
+def _compression(filters: list[tuple[int, int, tuple, str]]) -> str | None:
+    h5z = _h5py().h5z
+    names = []
+    for code, _, values, name in filters:
+        if code == h5z.FILTER_DEFLATE:
+            names.append(f"gzip({values[0]})" if values else "gzip")
+        elif code == h5z.FILTER_LZF:
+            names.append("lzf")
+        elif code == h5z.FILTER_SHUFFLE:
+            names.append("shuffle")
+        elif code == h5z.FILTER_SZIP:
+            names.append("szip")
+        elif code == h5z.FILTER_SCALEOFFSET:
+            names.append("scaleoffset")
+        elif code == h5z.FILTER_NBIT:
+            names.append("nbit")
+        elif code != h5z.FILTER_FLETCHER32:  # a checksum, not compression
+            names.append(name or f"filter-{code}")
+    return "+".join(names) or None
+
+
+def _unavailable_filter(filters: list[tuple[int, int, tuple, str]]) -> str | None:
+    # The pipeline's "optional" flag only says a chunk may have been stored unfiltered (h5py
+    # marks gzip/lzf optional); filtered chunks still need the filter, so any gap is refused.
+    h5z = _h5py().h5z
+    for code, _, _, name in filters:
+        if not h5z.filter_avail(code):
+            return f"{name or 'filter'} (filter id {code})"
+    return None
+
+
+def _same_file(name: str, path: Path) -> bool:
+    candidates = [name] if os.path.isabs(name) else [os.path.join(path.parent, name), name]
+    for cand in candidates:
+        with contextlib.suppress(OSError):
+            if os.path.samefile(cand, path):
+                return True
+    return False
+
+
+def _dtype_refusal(dtype: np.dtype) -> str | None:
+    h5py = _h5py()
+    if dtype.kind == "O":
+        if h5py.check_string_dtype(dtype) is not None:
+            return "variable-length string dtype is refused"
+        if h5py.check_ref_dtype(dtype) is not None:
+            return "reference dtype is refused"
+        if h5py.check_vlen_dtype(dtype) is not None:
+            return "variable-length dtype is refused"
+        return "object dtype is refused"
+    if dtype.kind == "S" and h5py.check_string_dtype(dtype) is not None:
+        return "fixed-length string dtype is refused"
+    if dtype.kind == "V" and not dtype.fields and dtype.subdtype is None:
+        return "opaque dtype is refused"
+    return dtype_refusal(dtype)
+
+
+def dataset_refusal(dset: Any, resolver: Resolver, depth: int = 0) -> str | None:
+    """Why this dataset must not be read, or None."""
+    if dset.shape is None:
+        return "empty dataset (null dataspace) holds no array"
+    reason = _dtype_refusal(dset.dtype)
+    if reason:
+        return reason
+    dcpl = dset.id.get_create_plist()
+    if dcpl.get_external_count() > 0:
+        ext = dcpl.get_external(0)[0].decode("utf-8", "replace")
+        return f"raw data stored in external file {ext!r} is refused"
+    if dset.is_virtual:
+        for src in dset.virtual_sources():
+            if src.file_name != "." and not _same_file(src.file_name, resolver.path):
+                return (
+                    f"virtual dataset mapping data from another file "
+                    f"({src.file_name}:{src.dset_name}) is refused"
+                )
+            if depth >= MAX_VIRTUAL_DEPTH:
+                return "virtual datasets nested too deeply"
+            try:
+                obj = resolver.resolve(src.dset_name)
+            except FormatsError as exc:
+                return f"virtual dataset source {src.dset_name}: {exc}"
+            if not isinstance(obj, _h5py().Dataset):
+                return f"virtual dataset source {src.dset_name} is not a dataset"
+            inner = dataset_refusal(obj, resolver, depth + 1)
+            if inner:
+                return f"virtual dataset source {src.dset_name}: {inner}"
+    return None
+
+
+def is_sparse_group(group: Any) -> bool:
+    return all(group.get(m, getlink=True) is not None for m in SPARSE_MEMBERS)
+
+
+class Hdf5DenseHandle(ArrayHandle):
+    format = FORMAT
+
+    def __init__(self, *, dset: Any, file: Any, resolver: Resolver, name: str, uri: URI, **kw: Any):
+        location = f"{resolver.path}:{name}"
+        reason = dataset_refusal(dset, resolver)
+        if reason:
+            raise RefusedError(location, reason)
+        filters = _filters(dset)
+        self._missing_filter = _unavailable_filter(filters)
+        dcpl = dset.id.get_create_plist()
+        h5d = _h5py().h5d
+        layout = {
+            h5d.CONTIGUOUS: "contiguous",
+            h5d.CHUNKED: "chunked",
+            h5d.COMPACT: "compact",
+            h5d.VIRTUAL: "virtual (same file)",
+        }.get(dcpl.get_layout(), "unknown")
+        notes = [f"layout: {layout}"]
+        if any(code == _h5py().h5z.FILTER_FLETCHER32 for code, *_ in filters):
+            notes.append("fletcher32 checksum")
+        if self._missing_filter:
+            notes.append(f"filter {self._missing_filter} is not available: data cannot be read")
+        super().__init__(
+            uri=uri,
+            location=location,
+            name=name,
+            shape=dset.shape,
+            dtype=dset.dtype,
+            chunks=dset.chunks,
+            compression=_compression(filters),
+            order="C",
+            notes=notes,
+            **kw,
+        )
+        self._dset = dset
+        self._file = file
+
+    def _check_decodable(self) -> None:
+        if self._missing_filter:
+            raise DataError(
+                f"{self.location}: compressed with {self._missing_filter}, which this HDF5 "
+                "build cannot decode (install the plugin, e.g. hdf5plugin)"
+            )
+
+    def _before_blocks(self) -> None:
+        self._check_decodable()
+
+    def _read(self) -> np.ndarray:
+        self._check_decodable()
+        with read_errors(self.location):
+            if self.nbytes == 0:
+                return np.empty(self.shape, dtype=self.dtype)
+            out = np.empty(self.shape, dtype=self.dtype)
+            self._dset.read_direct(out)
+            return out
+
+    def _read_rows(self, start: int, stop: int) -> np.ndarray:
+        with read_errors(self.location):
+            return np.asarray(self._dset[start:stop])
+
+    def close(self) -> None:
+        if self._file is not None:
+            with contextlib.suppress(Exception):
+                self._file.close()
+            self._file = None
+        super().close()
+
+
+class Hdf5SparseHandle(SparseCOOHandle):
+    format = FORMAT
+
+    def __init__(
+        self, *, group: Any, file: Any, resolver: Resolver, name: str, uri: URI, **kw: Any
+    ):
+        h5py = _h5py()
+        location = f"{resolver.path}:{name}"
+        members = {}
+        for m in SPARSE_MEMBERS:
+            obj = resolver.resolve(f"{name}/{m}")
+            if not isinstance(obj, h5py.Dataset):
+                raise RefusedError(location, f"sparse member '{m}' is not a dataset")
+            reason = dataset_refusal(obj, resolver)
+            if reason:
+                raise RefusedError(location, f"sparse member '{m}': {reason}")
+            members[m] = obj
+        nnz = validate_members(
+            {m: d.shape for m, d in members.items()},
+            {m: d.dtype for m, d in members.items()},
+            location,
+        )
+        with read_errors(location):
+            shape = validate_shape_values(members["shape"][()], location)
+        filters = _filters(members["data"])
+        self._missing_filter = next(
+            (f"'{m}': {r}" for m in members if (r := _unavailable_filter(_filters(members[m])))),
+            None,
+        )
+        notes = ["sparse COO group (row, col, data, shape); duplicates are summed on read"]
+        if self._missing_filter:
+            notes.append(f"filter {self._missing_filter} is not available: data cannot be read")
+        super().__init__(
+            ncols_rows=shape,
+            uri=uri,
+            location=location,
+            name=name,
+            dtype=members["data"].dtype,
+            nnz=nnz,
+            compression=_compression(filters),
+            notes=notes,
+            **kw,
+        )
+        self._members = members
+        self._file = file
+
+    def _before_blocks(self) -> None:
+        if self._missing_filter:
+            raise DataError(
+                f"{self.location}: member {self._missing_filter} cannot be decoded by this "
+                "HDF5 build (install the plugin, e.g. hdf5plugin)"
+            )
+
+    def _slice(self, member: str, start: int, stop: int) -> np.ndarray:
+        with read_errors(self.location):
+            return self._members[member][start:stop]
+
+    def close(self) -> None:
+        if self._file is not None:
+            with contextlib.suppress(Exception):
+                self._file.close()
+            self._file = None
+        super().close()
+
+
+def walk(f: Any, resolver: Resolver) -> list[tuple[str, Any, str | None]]:
+    """Every array of the file as (name, object or None, refusal reason or None).
+
+    Sparse groups are one entry; soft links to datasets are listed; groups reached through soft
+    links are not entered (they would duplicate entries or loop).
+    """
+    h5py = _h5py()
+    out: list[tuple[str, Any, str | None]] = []
+    seen = {f.id}
+
+    def visit(group: Any, prefix: str) -> None:
+        for key in group:
+            name = prefix + key
+            link = group.get(key, getlink=True)
+            if isinstance(link, h5py.ExternalLink):
+                out.append((name, None, f"external link to {link.filename}:{link.path}"))
+                continue
+            if isinstance(link, h5py.SoftLink):
+                try:
+                    obj = resolver.resolve(name)
+                except FormatsError as exc:
+                    out.append((name, None, getattr(exc, "reason", None) or one_line(exc)))
+                    continue
+                if isinstance(obj, h5py.Dataset) or (
+                    isinstance(obj, h5py.Group) and is_sparse_group(obj)
+                ):
+                    out.append((name, obj, None))
+                continue
+            if not isinstance(link, h5py.HardLink):
+                out.append((name, None, "user-defined link"))
+                continue
+            obj = group[key]
+            if isinstance(obj, h5py.Group):
+                if is_sparse_group(obj):
+                    out.append((name, obj, None))
+                elif obj.id not in seen:
+                    seen.add(obj.id)
+                    visit(obj, name + "/")
+            elif isinstance(obj, h5py.Dataset):
+                out.append((name, obj, None))
+
+    visit(f, "/")
+    return out
+
+
+def _make_handle(
+    f: Any, obj: Any, name: str, uri: URI, resolver: Resolver, max_bytes: int | None
+) -> ArrayHandle | None:
+    h5py = _h5py()
+    kw = dict(file=None, resolver=resolver, name=name, uri=uri, max_bytes=max_bytes)
+    if isinstance(obj, h5py.Dataset):
+        return Hdf5DenseHandle(dset=obj, **kw)
+    if isinstance(obj, h5py.Group) and is_sparse_group(obj):
+        return Hdf5SparseHandle(group=obj, **kw)
+    return None
+
+
+def open_handle(uri: URI, *, max_bytes: int | None = None) -> ArrayHandle:
+    f = open_file(uri.path)
+    try:
+        resolver = Resolver(f, uri.path)
+        if uri.key is None:
+            entries = walk(f, resolver)
+            if not entries:
+                raise InputMissingError(f"{uri.path}: holds no arrays")
+            if len(entries) > 1:
+                uris = [f"{uri.path}:{n}" for n, _, _ in entries]
+                raise UsageError(
+                    f"{uri.path}: holds {len(entries)} arrays, name one: {cap_list(uris)}"
+                )
+            name, _, reason = entries[0]
+            if reason:
+                raise RefusedError(f"{uri.path}:{name}", reason)
+        else:
+            name = _canonical(uri.key)
+        obj = resolver.resolve(name, listing=True)
+        handle = _make_handle(f, obj, name, uri, resolver, max_bytes)
+        if handle is None:
+            inside = [u for u in resolver.array_uris() if u.startswith(f"{uri.path}:{name}/")]
+            raise UsageError(
+                f"{uri.path}:{name}: is a group, not an array; arrays inside: {cap_list(inside)}"
+            )
+        handle._file = f  # the handle owns the file from here on
+        return handle
+    except BaseException:
+        f.close()
+        raise
+
+
+def list_entries(path: Path) -> list[dict[str, Any]]:
+    f = open_file(path)
+    with f:
+        resolver = Resolver(f, path)
+        out = []
+        uri = URI(str(path), path, None)
+        for name, obj, reason in walk(f, resolver):
+            location = f"{path}:{name}"
+            if reason is None:
+                try:
+                    handle = _make_handle(f, obj, name, uri, resolver, None)
+                    assert handle is not None
+                    out.append(handle.describe())
+                    continue
+                except DataError as exc:
+                    reason = getattr(exc, "reason", None) or one_line(exc)
+            out.append(refused_entry(name=name, uri=location, fmt=FORMAT, reason=reason))
+        return out
+
+
+# -- writing ---------------------------------------------------------------------------------
+
+
+def _native_attr(value: Any) -> Any | None:
+    """The value as HDF5 can store it natively, or None when it needs JSON text."""
+    h5py = _h5py()
+    if isinstance(value, bool):
+        return np.bool_(value)
+    if isinstance(value, int):
+        return np.int64(value) if -(2**63) <= value < 2**63 else None
+    if isinstance(value, float):
+        return np.float64(value)
+    if isinstance(value, str):
+        return value
+    if isinstance(value, list | tuple) and value:
+        kinds = {type(v) for v in value}
+        if kinds == {bool}:
+            return np.array(value, dtype=bool)
+        if kinds == {int} and all(-(2**63) <= v < 2**63 for v in value):
+            return np.array(value, dtype=np.int64)
+        if kinds == {float}:
+            return np.array(value, dtype=np.float64)
+        if kinds == {str}:
+            return np.array(value, dtype=h5py.string_dtype())
+    return None
+
+
+def _python_attr(value: Any) -> Any:
+    if isinstance(value, np.ndarray):
+        return [_python_attr(v) for v in value.tolist()]
+    if isinstance(value, bytes):
+        return value.decode("utf-8")
+    if isinstance(value, np.generic):
+        return value.item()
+    return value
+
+
+def _create_group(parent: Any, name: str) -> Any:
+    # Groups without timestamps so the same result gives the same bytes.
+    h5py = _h5py()
+    gcpl = h5py.h5p.create(h5py.h5p.GROUP_CREATE)
+    gcpl.set_obj_track_times(False)
+    return h5py.Group(h5py.h5g.create(parent.id, name.encode("utf-8"), gcpl=gcpl))
+
+
+def _write_one(f: Any, name: str, arr: np.ndarray) -> None:
+    parts = name.split("/")
+    parent = f
+    for part in parts[:-1]:
+        parent = parent[part] if part in parent else _create_group(parent, part)
+    # track_times=False: no timestamps, so the same result gives the same bytes.
+    parent.create_dataset(parts[-1], data=arr, track_times=False)
+
+
+def write_arrays(
+    staging: Path,
+    arrays: Mapping[str, np.ndarray],
+    attrs: Mapping[str, Any],
+    checkpoint: Callable[[], None] = lambda: None,
+) -> None:
+    h5py = _h5py()
+    # mode "x": the staging path is new; a final path is never opened for writing.
+    with h5py.File(staging, "x") as f:
+        for name, arr in arrays.items():
+            _write_one(f, name, arr)
+            checkpoint()
+        as_json = []
+        for key, value in attrs.items():
+            native = _native_attr(value)
+            if native is None:
+                f.attrs[key] = json.dumps(value)
+                as_json.append(key)
+            else:
+                f.attrs[key] = native
+        if as_json:
+            f.attrs[JSON_ATTRS_KEY] = json.dumps(as_json)
+
+
+def read_result(path: Path, *, max_bytes: int | None = None) -> tuple[dict[str, Any], dict]:
+    f = open_file(path)
+    with f:
+        resolver = Resolver(f, path)
+        uri = URI(str(path), path, None)
+        arrays: dict[str, Any] = {}
+        for name, obj, reason in walk(f, resolver):
+            if reason:
+                raise RefusedError(f"{path}:{name}", reason)
+            handle = _make_handle(f, obj, name, uri, resolver, max_bytes)
+            assert handle is not None
+            arrays[name.lstrip("/")] = handle.read()
+        with read_errors(str(path)):
+            raw = {k: f.attrs[k] for k in f.attrs}
+        as_json = set(json.loads(_python_attr(raw.pop(JSON_ATTRS_KEY, "[]"))))
+        attrs = {
+            k: json.loads(_python_attr(v)) if k in as_json else _python_attr(v)
+            for k, v in raw.items()
+        }
+        return arrays, attrs

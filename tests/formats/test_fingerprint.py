@@ -1,0 +1,106 @@
+"""Content fingerprints: equal content agrees across formats and layouts; any change differs."""
+
+from __future__ import annotations
+
+import h5py
+import numpy as np
+import scipy.sparse as sp
+
+import rankwise.formats as F
+
+
+def _matrix() -> np.ndarray:
+    return np.random.default_rng(5).standard_normal((37, 11))
+
+
+def test_same_content_same_fingerprint_across_formats_and_orders(tmp_path):
+    import zarr
+
+    a = _matrix()
+    np.save(tmp_path / "c.npy", a)
+    np.save(tmp_path / "f.npy", np.asfortranarray(a))
+    np.savez_compressed(tmp_path / "f.npz", x=np.asfortranarray(a))
+    with h5py.File(tmp_path / "a.h5", "w") as f:
+        f.create_dataset("x", data=a, chunks=(5, 5), compression="gzip")
+        f["be"] = a.astype(">f8")
+    z = zarr.create_array(
+        store=tmp_path / "a.zarr",
+        shape=a.shape,
+        chunks=(4, 4),
+        dtype="f8",
+        config={"write_empty_chunks": True},
+    )
+    z[...] = a
+    expected = F.fingerprint(a)
+    assert expected.startswith("sha256:") and len(expected) == 7 + 64
+    for source in (
+        np.asfortranarray(a),
+        F.open(tmp_path / "c.npy"),
+        F.open(tmp_path / "f.npy"),
+        F.open(f"{tmp_path / 'f.npz'}:x"),
+        F.open(f"{tmp_path / 'a.h5'}:/x"),
+        F.open(f"{tmp_path / 'a.h5'}:/be"),  # byte order is storage, not content
+        F.open(tmp_path / "a.zarr"),
+    ):
+        assert F.fingerprint(source) == expected
+    # The block size used for streaming does not matter.
+    assert F.fingerprint(a, block_bytes=1) == expected
+    assert F.fingerprint(F.open(tmp_path / "f.npy"), block_bytes=200) == expected
+
+
+def test_fingerprint_is_sha256_of_the_documented_canonical_bytes():
+    import hashlib
+
+    a = np.arange(6, dtype=np.float32).reshape(2, 3)
+    raw = b"rankwise-fingerprint/1|dense|<f4|(2,3)|" + a.tobytes(order="C")
+    assert F.fingerprint(np.asfortranarray(a)) == "sha256:" + hashlib.sha256(raw).hexdigest()
+
+
+def test_any_change_changes_the_fingerprint():
+    a = _matrix()
+    base = F.fingerprint(a)
+    b = a.copy()
+    b[20, 3] = np.nextafter(b[20, 3], np.inf)  # one ulp in one element
+    assert F.fingerprint(b) != base
+    assert F.fingerprint(a.astype(np.float32)) != F.fingerprint(a.astype(np.float32).astype(float))
+    assert F.fingerprint(a.reshape(11, 37)) != base  # same bytes, other shape
+    assert F.fingerprint(a.T) != base
+    assert F.fingerprint(sp.csr_array(a)) != base  # sparse and dense are different content
+
+
+def test_sparse_fingerprint_is_canonical(tmp_path):
+    row = np.array([2, 0, 2, 1, 0])
+    col = np.array([1, 3, 1, 0, 0])
+    data = np.array([1.0, 2.0, 3.0, 4.0, 5.0])
+    coo = sp.coo_array((data, (row, col)), shape=(3, 4))  # duplicate (2, 1), unsorted
+    dense = np.zeros((3, 4))
+    np.add.at(dense, (row, col), data)
+    canonical = sp.csr_array(dense)
+    expected = F.fingerprint(canonical)
+    assert F.fingerprint(coo) == expected
+    # CSR built from raw parts keeps duplicates and unsorted indices as given.
+    raw = sp.csr_array(
+        (np.array([2.0, 5.0, 4.0, 1.0, 3.0]), np.array([3, 0, 0, 1, 1]), np.array([0, 2, 3, 5])),
+        shape=(3, 4),
+    )
+    assert not raw.has_canonical_format
+    assert F.fingerprint(raw) == expected
+    assert F.fingerprint(sp.csr_matrix(dense)) == expected
+    with h5py.File(tmp_path / "s.h5", "w") as f:
+        g = f.create_group("s")
+        g["row"], g["col"], g["data"], g["shape"] = row, col, data, np.array([3, 4])
+    h = F.open(f"{tmp_path / 's.h5'}:/s")
+    assert F.fingerprint(h) == expected
+    assert F.fingerprint(h, block_bytes=1) == expected  # one row per block
+    changed = dense.copy()
+    changed[1, 0] += 1
+    assert F.fingerprint(sp.csr_array(changed)) != expected
+
+
+def test_fingerprint_does_not_mutate_its_input():
+    m = sp.csr_array((np.array([1.0, 2.0]), np.array([1, 1]), np.array([0, 2, 2])), shape=(2, 2))
+    assert not m.has_canonical_format
+    before = (m.data.copy(), m.indices.copy(), m.indptr.copy())
+    F.fingerprint(m)
+    for x, y in zip(before, (m.data, m.indices, m.indptr), strict=True):
+        np.testing.assert_array_equal(x, y)
