@@ -1,2 +1,79 @@
-def main():
-    print("skeleton")
+"""The rankwise command line. Heavy libraries are imported inside the commands."""
+
+from __future__ import annotations
+
+import signal
+import sys
+from typing import Annotated
+
+import typer
+
+from .errors import Terminated, one_line
+
+app = typer.Typer(
+    name="rankwise",
+    help="Low-rank decompositions, completion and reduced-order bases from array files.",
+    no_args_is_help=True,
+    add_completion=True,
+    pretty_exceptions_enable=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+
+
+def _version(value: bool):
+    if value:
+        from .runtime import rankwise_version
+
+        typer.echo(f"rankwise {rankwise_version()}")
+        raise typer.Exit(0)
+
+
+@app.callback()
+def _root(
+    version: Annotated[
+        bool,
+        typer.Option("--version", callback=_version, is_eager=True, help="Print the version."),
+    ] = False,
+) -> None:
+    """Low-rank decompositions, completion and reduced-order bases from array files."""
+
+
+def _register() -> None:
+    from .info import info
+    from .svd import svd
+
+    app.command("info")(info)
+    app.command("svd")(svd)
+
+
+_register()
+
+
+def _on_sigterm(signum, frame):
+    raise Terminated()
+
+
+def main(argv: list[str] | None = None) -> None:
+    signal.signal(signal.SIGTERM, _on_sigterm)
+    command = typer.main.get_command(app)
+    try:
+        code = command.main(args=argv, prog_name="rankwise", standalone_mode=False)
+    except Exception as exc:  # click-style usage errors carry exit_code and format_message
+        if hasattr(exc, "format_message") and hasattr(exc, "exit_code"):
+            ctx = getattr(exc, "ctx", None)
+            path = ctx.command_path if ctx is not None else "rankwise"
+            sys.stderr.write(
+                f"{path}: error: {one_line(exc.format_message())} (see '{path} --help')\n"
+            )
+            sys.exit(exc.exit_code)
+        raise
+    except KeyboardInterrupt:
+        sys.stderr.write("rankwise: interrupted\n")
+        sys.exit(130)
+    except Terminated:
+        sys.exit(143)
+    sys.exit(code if isinstance(code, int) else 0)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,76 @@
+"""The one mapping from exceptions to exit codes (DESIGN.md §3)."""
+
+from __future__ import annotations
+
+import sys
+import traceback
+from enum import IntEnum
+
+
+class ExitCode(IntEnum):
+    OK = 0
+    INTERNAL = 1  # a bug in rankwise
+    USAGE = 2
+    DATA = 65  # bad data, or a size beyond the memory budget
+    NO_INPUT = 66  # input missing or unreadable
+    UNAVAILABLE = 69  # engine unavailable
+    CANT_CREATE = 73  # output exists without --force, would overwrite an input, no directory
+    IO = 74  # I/O error while reading or writing
+    CHECKPOINTED = 75  # interrupted after a checkpoint; rerun with --resume
+    INTERRUPTED = 130  # SIGINT before any checkpoint: nothing was written
+    TERMINATED = 143  # SIGTERM before any checkpoint: nothing was written
+
+
+class CliUsageError(Exception):
+    """A usage error found by the CLI itself (option combinations, sizes)."""
+
+
+class Terminated(BaseException):
+    """Raised from the SIGTERM handler so that cleanup code runs as for Ctrl-C."""
+
+
+def exit_code_for(exc: BaseException) -> ExitCode:
+    from rankwise.core import errors as core_errors
+    from rankwise.formats import errors as fmt_errors
+
+    table = (
+        (CliUsageError, ExitCode.USAGE),
+        (fmt_errors.UsageError, ExitCode.USAGE),
+        (core_errors.ParameterError, ExitCode.USAGE),
+        (fmt_errors.InputMissingError, ExitCode.NO_INPUT),
+        (fmt_errors.OutputError, ExitCode.CANT_CREATE),
+        (fmt_errors.StorageError, ExitCode.IO),
+        (fmt_errors.DataError, ExitCode.DATA),
+        (core_errors.DataError, ExitCode.DATA),
+        (core_errors.BudgetError, ExitCode.DATA),
+        (KeyboardInterrupt, ExitCode.INTERRUPTED),
+        (Terminated, ExitCode.TERMINATED),
+    )
+    for cls, code in table:
+        if isinstance(exc, cls):
+            return code
+    return ExitCode.INTERNAL
+
+
+def one_line(text: str) -> str:
+    return " ".join(str(text).split())
+
+
+def report_error(command: str, exc: BaseException, *, debug: bool) -> ExitCode:
+    """Print the error the way every command does and return its exit code."""
+    code = exit_code_for(exc)
+    if debug:
+        traceback.print_exception(exc, file=sys.stderr)
+    if code == ExitCode.INTERRUPTED:
+        msg = "interrupted; no output was written"
+    elif code == ExitCode.TERMINATED:
+        msg = "terminated; no output was written"
+    elif code == ExitCode.INTERNAL:
+        detail = one_line(f"{type(exc).__name__}: {exc}")
+        hint = "" if debug else " (rerun with --debug for the traceback)"
+        msg = f"internal error: {detail}{hint}; please report it"
+    else:
+        msg = one_line(str(exc)) or type(exc).__name__
+    sys.stderr.write(f"rankwise {command}: error: {msg}\n")
+    sys.stderr.flush()
+    return code

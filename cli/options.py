@@ -1,0 +1,55 @@
+"""Option declarations shared by the commands, so names and help read the same everywhere."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+Force = Annotated[bool, typer.Option("--force", help="Overwrite existing outputs and report.")]
+Quiet = Annotated[bool, typer.Option("--quiet", "-q", help="No progress, warnings or summary.")]
+Debug = Annotated[bool, typer.Option("--debug", help="Show tracebacks of errors.")]
+Threads = Annotated[
+    int | None,
+    typer.Option(
+        "--threads",
+        help="BLAS threads [default: SLURM_CPUS_PER_TASK, OMP_NUM_THREADS, else CPU count].",
+        show_default=False,
+    ),
+]
+MaxMemory = Annotated[
+    str | None,
+    typer.Option(
+        "--max-memory",
+        metavar="SIZE",
+        help="Memory budget, e.g. 256M, 8G, 1.5GiB [default: 0.8 × free memory, "
+        "cgroup or SLURM limit].",
+        show_default=False,
+    ),
+]
+Seed = Annotated[int, typer.Option("--seed", help="Seed of every random step.")]
+ReportPath = Annotated[
+    Path | None,
+    typer.Option(
+        "--report",
+        help="Where to write the JSON report [default: <output stem>.report.json].",
+        show_default=False,
+        dir_okay=False,
+    ),
+]
+Json = Annotated[bool, typer.Option("--json", help="Also print the report to stdout.")]
+Output = Annotated[
+    Path,
+    typer.Option(
+        "--output", "-o", help="Output file: .h5/.hdf5, .zarr or .npz.", show_default=False
+    ),
+]
+InputURI = Annotated[
+    str,
+    typer.Argument(
+        metavar="URI",
+        help="Input: file.h5:/dataset, store.zarr[:path], file.npz[:key], file.npy, file.mtx.",
+        show_default=False,
+    ),
+]

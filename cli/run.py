@@ -1,0 +1,244 @@
+"""What every compute command does around its algorithm: open, check, read, time,
+limit threads, write atomically, report last."""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import socket
+import sys
+from contextlib import contextmanager, nullcontext
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+from .errors import report_error
+from .runtime import (
+    Timer,
+    blas_info,
+    library_versions,
+    peak_rss_bytes,
+    rankwise_version,
+    resolve_memory,
+    resolve_threads,
+)
+
+REPORT_SCHEMA = "rankwise-report/1"
+
+
+@dataclass(frozen=True)
+class Common:
+    """The options every compute command takes (DESIGN.md §3)."""
+
+    force: bool = False
+    quiet: bool = False
+    debug: bool = False
+    threads: int | None = None
+    max_memory: str | None = None
+    seed: int = 0
+    report: Path | None = None
+    json: bool = False
+
+
+def _now() -> str:
+    return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def default_report_path(output: Path) -> Path:
+    name = output.name
+    for ext in (".zarr", ".hdf5", ".h5", ".npz"):
+        if name.lower().endswith(ext):
+            name = name[: -len(ext)]
+            break
+    return output.with_name(f"{name}.report.json")
+
+
+@contextmanager
+def guarded(command: str, debug: bool):
+    """Turn any exception into the documented exit code and one line on stderr."""
+    import typer
+
+    try:
+        yield
+    except typer.Exit:
+        raise
+    except BaseException as exc:  # noqa: BLE001 - every failure must map to an exit code
+        code = report_error(command, exc, debug=debug)
+        raise typer.Exit(int(code)) from None
+
+
+class Run:
+    def __init__(self, command: str, common: Common):
+        self.command = command
+        self.common = common
+        self.timer = Timer()
+        self.started = _now()
+        self.threads, self.threads_source = resolve_threads(common.threads)
+        self.budget, self.budget_source = resolve_memory(common.max_memory)
+        self.inputs: list[Path] = []
+        self.output: Path | None = None
+        self.report_path: Path | None = None
+        self._console = None
+        if not common.quiet and sys.stderr.isatty():
+            from rich.console import Console
+
+            self._console = Console(stderr=True)
+        self._status = None
+
+    # --- progress ---------------------------------------------------------------------
+
+    @contextmanager
+    def stage(self, name: str, label: str):
+        """Time a stage and show a spinner for it when stderr is a terminal."""
+        ctx = (
+            self._console.status(f"[bold]{self.command}[/]: {label}")
+            if self._console is not None
+            else nullcontext()
+        )
+        with self.timer.stage(name), ctx as status:
+            self._status = status
+            try:
+                yield
+            finally:
+                self._status = None
+
+    def progress(self, text: str) -> None:
+        if self._status is not None:
+            self._status.update(f"[bold]{self.command}[/]: {text}")
+
+    def warn(self, text: str) -> None:
+        if not self.common.quiet:
+            sys.stderr.write(f"rankwise {self.command}: warning: {text}\n")
+
+    # --- input and outputs ------------------------------------------------------------
+
+    def open_input(self, uri: str):
+        from rankwise import formats
+
+        handle = formats.open_array(uri, max_bytes=self.budget)
+        self.inputs.append(handle.uri.path)
+        return handle
+
+    def prepare_outputs(self, output: Path) -> None:
+        """Refuse unusable output paths before any computation (exit 73 / 2)."""
+        from rankwise import formats
+
+        self.output = formats.check_output(output, force=self.common.force, inputs=self.inputs)
+        self.report_path = Path(self.common.report or default_report_path(Path(output)))
+        if self.report_path.suffix.lower() != ".json":
+            from .errors import CliUsageError
+
+            raise CliUsageError(f"--report must name a .json file, got {self.report_path}")
+        # The report must not clobber an input or the output either.
+        formats.check_target(
+            self.report_path, force=self.common.force, inputs=[*self.inputs, self.output]
+        )
+
+    def read(self, handle):
+        with self.stage("read", f"reading {handle.uri.raw}"):
+            return handle.read(max_bytes=self.budget)
+
+    @contextmanager
+    def compute(self, label: str = "computing"):
+        from threadpoolctl import threadpool_limits
+
+        with self.stage("compute", label), threadpool_limits(limits=self.threads):
+            yield
+
+    def write(self, arrays: dict, attrs: dict) -> dict:
+        from rankwise import formats
+
+        attrs = {"kind": self.command, "rankwise_version": rankwise_version(), **attrs}
+        with self.stage("write", f"writing {self.output}"):
+            return formats.write(
+                self.output, arrays, attrs, force=self.common.force, inputs=self.inputs
+            )
+
+    # --- report -----------------------------------------------------------------------
+
+    def input_section(self, handle, data, *, missing: int = 0, nonfinite: int = 0) -> dict:
+        from rankwise import formats
+
+        path = handle.uri.path
+        try:
+            size = _path_size(path)
+        except OSError:
+            size = None
+        return {
+            "uri": handle.uri.raw,
+            "path": str(path),
+            "key": handle.uri.key,
+            "format": handle.format,
+            "shape": [int(s) for s in handle.shape],
+            "dtype": str(handle.dtype),
+            "sparse": bool(handle.sparse),
+            "nnz": None if handle.nnz is None else int(handle.nnz),
+            "missing": int(missing),
+            "nonfinite": int(nonfinite),
+            "size_bytes": size,
+            "fingerprint": formats.fingerprint(data),
+        }
+
+    def finish(self, report: dict, summary: str) -> None:
+        """Fill in the shared report fields, write the report last, print the summary."""
+        from rankwise import formats
+
+        with self.threadpool_snapshot() as blas:
+            threads = {"count": self.threads, "source": self.threads_source, "blas": blas}
+        report.update(
+            timings={
+                "read": round(self.timer.stages.get("read", 0.0), 6),
+                "compute": round(self.timer.stages.get("compute", 0.0), 6),
+                "write": round(self.timer.stages.get("write", 0.0), 6),
+                "total": round(self.timer.total(), 6),
+            },
+            memory={
+                "peak_rss_bytes": peak_rss_bytes(),
+                "budget_bytes": int(self.budget),
+                "budget_source": self.budget_source,
+                **report.pop("memory", {}),
+            },
+            threads=threads,
+            finished_at=_now(),
+        )
+        text = json.dumps(report, indent=2, allow_nan=False) + "\n"
+        formats.write_json(
+            self.report_path, json.loads(text), force=self.common.force, inputs=self.inputs
+        )
+        if self.common.json:
+            sys.stdout.write(text)
+            sys.stdout.flush()
+        if not self.common.quiet:
+            sys.stderr.write(f"rankwise {self.command}: {summary}\n")
+
+    @contextmanager
+    def threadpool_snapshot(self):
+        from threadpoolctl import threadpool_limits
+
+        with threadpool_limits(limits=self.threads):
+            yield blas_info()
+
+    def report_head(self, argv: list[str]) -> dict:
+        return {
+            "schema": REPORT_SCHEMA,
+            "command": self.command,
+            "tool": {"name": "rankwise", "version": rankwise_version(), "argv": argv},
+            "started_at": self.started,
+            "host": {
+                "hostname": socket.gethostname(),
+                "platform": platform.platform(),
+                "cpu_count": os.cpu_count(),
+            },
+            "seed": int(self.common.seed),
+            "versions": library_versions(),
+        }
+
+
+def _path_size(path: Path) -> int:
+    if path.is_dir():
+        return sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
+    return path.stat().st_size
+
+
+__all__ = ["Common", "Run", "guarded", "default_report_path", "REPORT_SCHEMA"]
