@@ -49,7 +49,7 @@ def test_sample_data_main_job(cli, tmp_path):
     assert rep["metrics"]["relative_frobenius_error"] == pytest.approx(err, rel=1e-6)
     assert rep["input"]["format"] == "hdf5" and rep["input"]["shape"] == [300, 120]
     assert rep["rank"]["value"] == k and rep["rank"]["rule"] == "tol"
-    assert f"rank {k}" in proc.stderr
+    assert f"rank {k}" in proc.stderr and "\x1b" not in proc.stderr  # no spinner off a tty
 
 
 @pytest.mark.parametrize("ext", [".h5", ".hdf5", ".zarr", ".npz"])
@@ -209,3 +209,36 @@ def test_fingerprint_identifies_content(cli, tmp_path, matrix_npy):
     fp1 = load_report(tmp_path / "o1.report.json")["input"]["fingerprint"]
     fp2 = load_report(tmp_path / "o2.report.json")["input"]["fingerprint"]
     assert fp1 == fp2
+
+
+def _stderr_on_a_terminal(tmp_path, *args):
+    import os
+    import pty
+    import subprocess
+
+    from helpers import rankwise_exe
+
+    master, slave = pty.openpty()
+    proc = subprocess.Popen([rankwise_exe(), *args], cwd=tmp_path, stderr=slave,
+                            stdout=subprocess.DEVNULL)  # fmt: skip
+    os.close(slave)
+    chunks = []
+    while True:
+        try:
+            data = os.read(master, 4096)
+        except OSError:  # EIO once the child closed its end
+            break
+        if not data:
+            break
+        chunks.append(data)
+    proc.wait(timeout=120)
+    os.close(master)
+    return proc.returncode, b"".join(chunks).decode(errors="replace")
+
+
+def test_progress_only_on_a_terminal_and_not_quiet(tmp_path, matrix_npy):
+    code, err = _stderr_on_a_terminal(tmp_path, "svd", "a.npy", "-o", "t.h5", "--rank", "3")
+    assert code == 0 and "\x1b[" in err  # rich drew its spinner (escape sequences)
+    code, err = _stderr_on_a_terminal(tmp_path, "svd", "a.npy", "-o", "q.h5", "--rank", "3",
+                                      "--quiet")  # fmt: skip
+    assert code == 0 and err == ""
