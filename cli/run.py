@@ -157,7 +157,8 @@ class Run:
 
     # --- report -----------------------------------------------------------------------
 
-    def input_section(self, handle, data, *, missing: int = 0, nonfinite: int = 0) -> dict:
+    def input_section(self, handle, data, *, missing: int = 0, nonfinite: int = 0,
+                      fingerprint: str | None = None) -> dict:  # fmt: skip
         from rankwise import formats
 
         path = handle.uri.path
@@ -177,7 +178,7 @@ class Run:
             "missing": int(missing),
             "nonfinite": int(nonfinite),
             "size_bytes": size,
-            "fingerprint": formats.fingerprint(data),
+            "fingerprint": fingerprint or formats.fingerprint(data),
         }
 
     def finish(self, report: dict, summary: str) -> None:

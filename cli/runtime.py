@@ -118,6 +118,19 @@ def resolve_threads(option: int | None) -> tuple[int, str]:
 
 
 def peak_rss_bytes() -> int:
+    """Peak resident memory of this process.
+
+    Linux: VmHWM of /proc/self/status. ru_maxrss is not used there because the kernel
+    carries it over from the parent across fork+exec, so a child of a large process (a
+    test runner, a workflow engine) would report its parent's size.
+    """
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     return int(rss if sys.platform == "darwin" else rss * 1024)
 

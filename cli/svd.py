@@ -18,6 +18,7 @@ class SVDMethod(StrEnum):
     exact = "exact"
     randomized = "randomized"
     lanczos = "lanczos"
+    streaming = "streaming"
 
 
 RULE_OPTIONS = {"rank": "--rank", "tol": "--tol", "energy": "--energy", "rel_sv": "--rel-sv"}
@@ -68,8 +69,18 @@ def svd(
         int | None,
         typer.Option(
             "--power-iters",
-            help="Subspace iterations (randomized) [default: 7 if rank < 0.1·min(m, n) else 4; "
-            "2 per block with an accuracy rule].",
+            help="Subspace iterations (randomized, streaming) [default: adaptive — iterate "
+            "until the rank-k error estimate improves by < 0.1%, at most 10; 2 per block with "
+            "an accuracy rule].",
+            show_default=False,
+        ),
+    ] = None,
+    spectral_iters: Annotated[
+        int | None,
+        typer.Option(
+            "--spectral-iters",
+            help="Power iterations estimating ‖A − UΣVᵀ‖₂ for the report [default: 2; 1 when "
+            "streaming; 0 skips it]. Exact SVDs report σ_{k+1} instead.",
             show_default=False,
         ),
     ] = None,
@@ -97,41 +108,60 @@ def svd(
     with guarded("svd", debug):
         run = Run("svd", common)
         _svd(run, uri, output, rank_rule(rank, tol, energy, rel_sv), method.value, center,
-             oversample, power_iters, block_size)  # fmt: skip
+             oversample, power_iters, block_size, spectral_iters)  # fmt: skip
 
 
-def _svd(run: Run, uri, output, rule, method, center, oversample, power_iters, block_size):
+STREAMABLE_FORMATS = ("hdf5", "zarr", "npy")
+
+
+def _svd(run: Run, uri, output, rule, method, center, oversample, power_iters, block_size,
+         spectral_iters):  # fmt: skip
     import numpy as np
 
+    from rankwise import formats
     from rankwise.core import svd as core_svd
     from rankwise.core.validate import check_finite
 
     handle = run.open_input(uri)
     run.prepare_outputs(output)
+    streamable = not handle.sparse and handle.format in STREAMABLE_FORMATS
+    chunk_rows = handle.chunks[0] if handle.chunks else None
     plan = core_svd.plan(
         handle.shape, handle.dtype, rule=rule, method=method, sparse=handle.sparse,
         nnz=handle.nnz, center=center, oversample=oversample, max_memory=run.budget,
+        streamable=streamable, chunk_rows=chunk_rows,
     )  # fmt: skip
-    data = run.read(handle)
-    check_finite(data, method="svd")
+    fingerprint = None
+    if plan.method == "streaming":
+        # The data never sits in memory: hash it during the first pass over the file.
+        data = handle
+        hasher = formats.Fingerprinter(handle.dtype, handle.shape, sparse=False)
+        on_first_pass = lambda start, block: hasher.update(block)  # noqa: E731
+    else:
+        data = run.read(handle)
+        check_finite(data, method="svd")
+        on_first_pass = hasher = None
 
     def on_step(event):
-        run.progress(f"basis {event.get('basis_size', event.get('rank'))}, "
-                     f"error {event.get('relative_error', float('nan')):.3g}")  # fmt: skip
+        size = event.get("basis_size", event.get("rank", ""))
+        run.progress(f"basis {size}, error {event.get('relative_error', float('nan')):.3g}")
         return False
 
     with run.compute(f"svd ({plan.method})"):
         res = core_svd.truncated_svd(
-            data, rule, method=method, center=center, rng=np.random.default_rng(run.common.seed),
-            oversample=oversample, power_iters=power_iters, block_size=block_size,
-            max_memory=run.budget, callback=on_step,
+            data, rule, method=method, planned=plan, center=center,
+            rng=np.random.default_rng(run.common.seed), oversample=oversample,
+            power_iters=power_iters, block_size=block_size, max_memory=run.budget,
+            spectral_iters=spectral_iters, on_first_pass=on_first_pass, callback=on_step,
         )  # fmt: skip
+    if hasher is not None:
+        fingerprint = hasher.hexdigest()
     out = run.write(res.arrays, {"rank": int(res.rank["value"]), "method": res.method})
     for w in res.warnings:
         run.warn(w)
     rep = run.report_head(["rankwise", *sys.argv[1:]])
     rep.update(
-        input=run.input_section(handle, data),
+        input=run.input_section(handle, data, fingerprint=fingerprint),
         output={**out, "report": str(run.report_path)},
         parameters={
             "rank": rule.value if rule.kind == "rank" else None,
@@ -143,6 +173,7 @@ def _svd(run: Run, uri, output, rule, method, center, oversample, power_iters, b
             "oversample": oversample,
             "power_iters": "auto" if power_iters is None else power_iters,
             "block_size": "auto" if block_size is None else block_size,
+            "spectral_iters": "auto" if spectral_iters is None else spectral_iters,
             "seed": run.common.seed,
             "threads": run.threads,
             "max_memory_bytes": run.budget,

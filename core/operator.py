@@ -153,3 +153,203 @@ def to_scipy_linear_operator(op):
         matmat=op.matmat,
         rmatmat=op.rmatmat,
     )
+
+
+def _fixed_mmap_threshold() -> None:
+    """Make glibc serve large allocations by mmap and give them back on free.
+
+    glibc raises its mmap threshold after the first large free, after which row blocks come
+    from heap arenas (one per thread, the prefetch thread included) that fragment and never
+    shrink: peak RSS then drifts far above the budget. A fixed threshold keeps every block an
+    mmap of its own. Best effort: other C libraries are left alone.
+    """
+    import ctypes
+    import ctypes.util
+    import sys
+
+    if not sys.platform.startswith("linux"):
+        return
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        libc.mallopt(-3, 1 << 20)  # M_MMAP_THRESHOLD = 1 MiB (also stops its adaptation)
+    except (OSError, AttributeError):
+        pass
+
+
+class BlockOperator:
+    """A matrix read as row blocks from a source (a chunked file), never held whole.
+
+    ``source`` needs ``shape``, ``dtype`` and ``iter_blocks(rows)`` yielding
+    ``(start, block)`` with dense ndarrays or sparse CSR blocks. The next block is read in a
+    background thread while BLAS works on the current one (BLAS and most decoders release the
+    GIL). ``on_block(start, block)`` (optional) sees every raw block of the first pass — the
+    CLI hashes the content there instead of reading the file once more.
+    """
+
+    kind = "blocks"
+
+    def __init__(self, source, *, block_rows: int, dtype, on_first_pass=None, prefetch=True):
+        self.source = source
+        self.shape = tuple(int(s) for s in source.shape)
+        self.dtype = np.dtype(dtype)
+        self.block_rows = int(block_rows)
+        self.prefetch = prefetch
+        self.passes = 0
+        self.bytes_read = 0
+        self._on_first_pass = on_first_pass
+        self._checked = False
+        _fixed_mmap_threshold()
+
+    # Every public product is one pass over the source.
+    def _blocks(self):
+        from .validate import check_finite
+
+        hook = self._on_first_pass if self.passes == 0 else None
+        check = not self._checked
+        self.passes += 1
+        for start, raw in _prefetched(self.source.iter_blocks(self.block_rows), self.prefetch,
+                                      hook):  # fmt: skip
+            blk = raw if is_sparse(raw) else np.asarray(raw)
+            self.bytes_read += blk.data.nbytes if is_sparse(blk) else blk.nbytes
+            if blk.dtype != self.dtype:
+                blk = blk.astype(self.dtype)
+            if check:
+                check_finite(blk, method="svd")
+            yield start, blk
+        self._checked = True
+
+    def matmat(self, x):
+        out = np.empty((self.shape[0], x.shape[1]), dtype=np.result_type(self.dtype, x.dtype))
+        for start, blk in self._blocks():
+            out[start : start + blk.shape[0]] = blk @ x
+        return out
+
+    def rmatmat(self, y):
+        out = np.zeros((self.shape[1], y.shape[1]), dtype=np.result_type(self.dtype, y.dtype))
+        for start, blk in self._blocks():
+            out += blk.T @ y[start : start + blk.shape[0]]
+        return out
+
+    def row_blocks(self, rows: int | None = None):
+        for start, blk in self._blocks():
+            yield start, blk.toarray() if is_sparse(blk) else blk
+
+    def gram_pass(self, w, *, keep: bool = False, stats: bool = False):
+        """One pass: ``Z = AᵀA W``; with ``keep`` also ``Y = A W``; with ``stats`` the
+        column means and ``‖A − 1μᵀ‖_F²`` per column (Chan's pairwise update, no
+        cancellation) and ``‖A‖_F²``. Returns (Z, Y or None, colsum of A W, stats or None)."""
+        m, n = self.shape
+        rdt = np.result_type(self.dtype, w.dtype)
+        z = np.zeros((n, w.shape[1]), dtype=rdt)
+        y = np.empty((m, w.shape[1]), dtype=rdt) if keep else None
+        ysum = np.zeros(w.shape[1], dtype=np.float64)
+        acc = _ColumnStats(n) if stats else None
+        for start, blk in self._blocks():
+            yb = blk @ w
+            z += blk.T @ yb
+            ysum += yb.sum(axis=0, dtype=np.float64)
+            if keep:
+                y[start : start + blk.shape[0]] = yb
+            if acc is not None:
+                acc.update(blk)
+        return z, y, ysum, acc
+
+    def fro_norm_sq(self) -> float:
+        acc = _ColumnStats(self.shape[1])
+        for _, blk in self._blocks():
+            acc.update(blk)
+        return acc.raw_sq
+
+    def column_mean(self) -> np.ndarray:
+        acc = _ColumnStats(self.shape[1])
+        for _, blk in self._blocks():
+            acc.update(blk)
+        return acc.mean
+
+
+class _ColumnStats:
+    """Running column means and centred sums of squares over row blocks (Chan et al.)."""
+
+    def __init__(self, n: int):
+        self.count = 0
+        self.mean = np.zeros(n)
+        self.m2 = np.zeros(n)
+        self.raw_sq = 0.0
+
+    def update(self, blk) -> None:
+        b = blk.shape[0]
+        if is_sparse(blk):
+            d = np.asarray(blk.data, dtype=np.float64)
+            self.raw_sq += float(d @ d)
+            csc = blk.tocsc()
+            counts = np.diff(csc.indptr)
+            bmean = np.asarray(blk.sum(axis=0, dtype=np.float64)).ravel() / b
+            cols = np.repeat(np.arange(blk.shape[1]), counts)
+            dev = np.asarray(csc.data, dtype=np.float64) - bmean[cols]
+            bm2 = np.bincount(cols, weights=dev * dev, minlength=blk.shape[1])
+            bm2 += (b - counts) * bmean**2
+        else:
+            x = np.asarray(blk, dtype=np.float64)
+            flat = x.ravel()
+            self.raw_sq += float(flat @ flat)
+            bmean = x.mean(axis=0)
+            bm2 = ((x - bmean) ** 2).sum(axis=0)
+        total = self.count + b
+        delta = bmean - self.mean
+        self.mean += delta * (b / total)
+        self.m2 += bm2 + delta**2 * (self.count * b / total)
+        self.count = total
+
+    @property
+    def centered_sq(self) -> float:
+        return float(self.m2.sum())
+
+
+def _prefetched(blocks, enabled: bool, hook):
+    """Iterate ``blocks`` one step ahead in a thread (bounded: one block in flight)."""
+    if not enabled:
+        for start, blk in blocks:
+            if hook is not None:
+                hook(start, blk)
+            yield start, blk
+        return
+    import queue
+    import threading
+
+    q: queue.Queue = queue.Queue(maxsize=1)
+    done = object()
+    stop = threading.Event()
+
+    def put(item) -> bool:
+        while not stop.is_set():
+            try:
+                q.put(item, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def work():
+        try:
+            for item in blocks:
+                if hook is not None:
+                    hook(*item)
+                if not put(item):
+                    return
+            put(done)
+        except BaseException as exc:  # noqa: BLE001 - re-raised in the consumer
+            put(exc)
+
+    t = threading.Thread(target=work, name="rankwise-prefetch", daemon=True)
+    t.start()
+    try:
+        while True:
+            item = q.get()
+            if item is done:
+                return
+            if isinstance(item, BaseException):
+                raise item
+            yield item
+    finally:
+        stop.set()
+        t.join(timeout=5)

@@ -16,7 +16,7 @@ from .errors import (
     StorageError,
     UsageError,
 )
-from .fingerprints import fingerprint
+from .fingerprints import Fingerprinter, fingerprint
 from .handle import ArrayHandle
 from .outputs import check_output, check_target, read_result, write, write_json
 from .registry import OUTPUT_EXTENSIONS, list_arrays, open_array
@@ -31,6 +31,7 @@ __all__ = [
     "ArrayHandle",
     "BudgetError",
     "DataError",
+    "Fingerprinter",
     "FormatsError",
     "InputMissingError",
     "OutputError",

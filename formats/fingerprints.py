@@ -29,12 +29,48 @@ def _header(kind: str, dtype: np.dtype, shape: tuple[int, ...]) -> bytes:
     return f"{VERSION_TAG}|{kind}|{_canonical_dtype(dtype).str}|({dims})|".encode()
 
 
-def _dense(dtype: np.dtype, shape: tuple[int, ...], blocks: Iterable[np.ndarray]) -> str:
-    canon = _canonical_dtype(dtype)
-    h = hashlib.sha256(_header("dense", dtype, shape))
+class Fingerprinter:
+    """Incremental fingerprint: feed the row blocks in order, then ``hexdigest()``.
+
+    Lets a streaming algorithm hash the data during a pass it makes anyway.
+    """
+
+    def __init__(self, dtype: Any, shape: tuple[int, ...], *, sparse: bool) -> None:
+        self.canon = _canonical_dtype(dtype)
+        self.header = _header("csr" if sparse else "dense", dtype, shape)
+        self.sparse = sparse
+        if sparse:
+            self.parts = [hashlib.sha256(), hashlib.sha256(), hashlib.sha256()]
+            self.parts[0].update(np.zeros(1, dtype="<i8").tobytes())
+            self.offset = 0
+        else:
+            self.h = hashlib.sha256(self.header)
+
+    def update(self, block: Any) -> None:
+        if not self.sparse:
+            self.h.update(memoryview(np.ascontiguousarray(block, dtype=self.canon)).cast("B"))
+            return
+        csr = _canonical_csr(block)
+        h_ptr, h_idx, h_data = self.parts
+        h_ptr.update((csr.indptr[1:].astype("<i8") + self.offset).tobytes())
+        h_idx.update(csr.indices.astype("<i8").tobytes())
+        h_data.update(np.ascontiguousarray(csr.data, dtype=self.canon).tobytes())
+        self.offset += int(csr.indptr[-1])
+
+    def hexdigest(self) -> str:
+        if not self.sparse:
+            return "sha256:" + self.h.hexdigest()
+        h = hashlib.sha256(self.header)
+        for part in self.parts:
+            h.update(part.digest())
+        return "sha256:" + h.hexdigest()
+
+
+def _digest(dtype: np.dtype, shape: tuple[int, ...], blocks: Iterable[Any], sparse: bool) -> str:
+    fp = Fingerprinter(dtype, shape, sparse=sparse)
     for block in blocks:
-        h.update(memoryview(np.ascontiguousarray(block, dtype=canon)).cast("B"))
-    return "sha256:" + h.hexdigest()
+        fp.update(block)
+    return fp.hexdigest()
 
 
 def _canonical_csr(block: Any) -> Any:
@@ -43,23 +79,6 @@ def _canonical_csr(block: Any) -> Any:
         csr = csr.copy()  # never mutate the caller's matrix
         csr.sum_duplicates()
     return csr
-
-
-def _sparse(dtype: np.dtype, shape: tuple[int, ...], blocks: Iterable[Any]) -> str:
-    canon = _canonical_dtype(dtype)
-    h_ptr, h_idx, h_data = hashlib.sha256(), hashlib.sha256(), hashlib.sha256()
-    h_ptr.update(np.zeros(1, dtype="<i8").tobytes())
-    offset = 0
-    for block in blocks:
-        csr = _canonical_csr(block)
-        h_ptr.update((csr.indptr[1:].astype("<i8") + offset).tobytes())
-        h_idx.update(csr.indices.astype("<i8").tobytes())
-        h_data.update(np.ascontiguousarray(csr.data, dtype=canon).tobytes())
-        offset += int(csr.indptr[-1])
-    h = hashlib.sha256(_header("csr", dtype, shape))
-    for part in (h_ptr, h_idx, h_data):
-        h.update(part.digest())
-    return "sha256:" + h.hexdigest()
 
 
 def _row_blocks(a: np.ndarray, block_bytes: int) -> Iterable[np.ndarray]:
@@ -81,12 +100,10 @@ def fingerprint(array: Any, *, block_bytes: int = BLOCK_BYTES) -> str:
     if isinstance(array, ArrayHandle):
         rows = array.block_rows(block_bytes)
         blocks = (block for _, block in array.iter_blocks(rows))
-        if array.sparse:
-            return _sparse(array.dtype, array.shape, blocks)
-        return _dense(array.dtype, array.shape, blocks)
+        return _digest(array.dtype, array.shape, blocks, array.sparse)
     if _is_scipy_sparse(array):
         if array.ndim != 2:
             raise ValueError("sparse fingerprints need a 2-D matrix")
-        return _sparse(array.dtype, array.shape, [array])
+        return _digest(array.dtype, array.shape, [array], True)
     a = np.asarray(array)
-    return _dense(a.dtype, a.shape, _row_blocks(a, block_bytes))
+    return _digest(a.dtype, a.shape, _row_blocks(a, block_bytes), False)

@@ -1,0 +1,283 @@
+"""Randomized range finders (Halko, Martinsson & Tropp 2011; Yu, Gu & Li 2018).
+
+Each finder returns a low-rank factorisation ``A ≈ L R`` whose error is known exactly from
+norms: for ``L`` with orthonormal columns and ``R = Lᵀ A`` (or ``L = A W`` and ``R = Wᵀ`` with
+orthonormal ``W``), ``‖A − (L R)_k‖_F² = ‖A‖_F² − Σ_{i≤k} σ_i(L R)²``. The SVD of the small
+factor finishes the job in :mod:`rankwise.core.svd`.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from .errors import BudgetError
+from .linalg import eps, orth
+from .rank import RankRule, Spectrum, select_rank
+
+# Adaptive subspace iteration stops once one more iteration improves the rank-k error
+# estimate by less than this fraction of it. Convergence is geometric, so with a
+# contraction ratio ρ ≤ 0.9 the error left is below 10·POWER_TOL ≈ 1% of the error.
+POWER_TOL = 1e-3
+MAX_POWER_ITERS = 10
+
+
+@dataclass
+class Factorisation:
+    """``A ≈ left @ right`` plus what it cost and how it went."""
+
+    left: np.ndarray  # m×ℓ: orthonormal Q, or A W
+    right: np.ndarray  # ℓ×n: Qᵀ A, or Wᵀ (orthonormal rows)
+    total_sq: float  # ‖A‖_F²
+    left_orthonormal: bool
+    details: dict = field(default_factory=dict)
+    history: list = field(default_factory=list)
+    converged: bool = True
+    stop_reason: str = ""
+    mean: np.ndarray | None = None  # column mean, when the finder centred implicitly
+
+
+def gaussian(rng: np.random.Generator, shape, dtype) -> np.ndarray:
+    return rng.standard_normal(shape, dtype=np.float32 if dtype == np.float32 else np.float64)
+
+
+def _svdvals(x: np.ndarray) -> np.ndarray:
+    import scipy.linalg as sla
+
+    return sla.svdvals(x, check_finite=False)
+
+
+def _rank_k_error_sq(total: float, s: np.ndarray, k: int) -> float:
+    s64 = np.asarray(s[:k], dtype=np.float64)
+    return max(total - float(s64 @ s64), 0.0)
+
+
+def fixed_rank(op, k: int, *, oversample: int, power_iters: int | None, rng, callback=None):
+    """Subspace iteration with ``k + oversample`` columns (Halko et al., Alg. 4.4).
+
+    ``power_iters=None`` iterates until the rank-k error estimate, available for free from
+    the singular values of ``AᵀQ`` after every pass, stops improving (relative change below
+    POWER_TOL, at most MAX_POWER_ITERS); an integer runs exactly that many iterations.
+    Every step re-orthonormalises (CholeskyQR2, Householder when ill-conditioned).
+    """
+    m, n = op.shape
+    r = min(m, n)
+    ell = min(r, k + oversample)
+    adaptive = power_iters is None
+    limit = MAX_POWER_ITERS if adaptive else int(power_iters)
+    total = op.fro_norm_sq()
+    floor = 10.0 * (k + 1) * eps(op.dtype) * total
+    q = orth(op.matmat(gaussian(rng, (n, ell), op.dtype)))
+    history, prev, it = [], None, 0
+    while True:
+        z = op.rmatmat(q)  # n×ℓ, and B = zᵀ
+        err_sq = _rank_k_error_sq(total, _svdvals(z), k)
+        err = math.sqrt(err_sq / total) if total > 0 else 0.0
+        history.append({"step": it, "power_iters": it, "relative_error": err})
+        if it >= limit:
+            stop = f"{it} power iteration(s) {'(the most allowed)' if adaptive else 'as asked'}"
+            break
+        if adaptive and prev is not None and prev - err <= POWER_TOL * err:
+            stop = f"error estimate settled after {it} power iteration(s)"
+            break
+        if adaptive and err_sq <= floor:
+            stop = f"error estimate at its rounding floor after {it} power iteration(s)"
+            break
+        if callback is not None and callback(dict(history[-1])):
+            stop = "stopped by callback"
+            break
+        prev = err
+        q = orth(op.matmat(orth(z)))
+        it += 1
+    details = {
+        "oversample": int(oversample),
+        "power_iters": it,
+        "power_iters_mode": "adaptive" if adaptive else "fixed",
+        "sketch_size": int(ell),
+        "passes": 2 * it + 2 + 1,  # + the norm pass
+    }
+    return Factorisation(q, np.ascontiguousarray(z.T), total, True, details, history,
+                         stop != "stopped by callback", stop)  # fmt: skip
+
+
+def adaptive_qb(
+    op, rule: RankRule, *, power_iters: int, rng, block: int | None, max_memory: int | None,
+    base_bytes: int, warnings: list, callback=None,
+):  # fmt: skip
+    """Blocked adaptive QB with an error indicator (randQB_EI, Yu, Gu & Li 2018).
+
+    ``‖A − QB‖_F² = ‖A‖_F² − ‖B‖_F²`` gives the error of the current basis for free, so the
+    basis grows block by block until the rank rule is met.
+    """
+    m, n = op.shape
+    r = min(m, n)
+    dt = op.dtype
+    block = block or max(8, min(64, r // 20 or 1))
+    total = op.fro_norm_sq()
+    qmat = np.empty((m, 0), dtype=dt)
+    bmat = np.empty((0, n), dtype=dt)
+    left = total
+    history: list = []
+    stop, converged = "", False
+    floor = 10 * eps(dt) * total  # rounding floor of the indicator
+    while True:
+        ell = qmat.shape[1]
+        b = min(block, r - ell)
+        if max_memory is not None:
+            need = base_bytes + 3 * (m + n) * (ell + b) * dt.itemsize
+            if need > max_memory:
+                raise BudgetError(
+                    f"adaptive randomized SVD needs a basis larger than {ell + b} to meet "
+                    f"{rule.kind} = {rule.value:g} (about {need / 2**20:.1f} MiB) but the "
+                    f"memory budget is {max_memory / 2**20:.1f} MiB; raise --max-memory or "
+                    "relax the rule"
+                )
+        omega = gaussian(rng, (n, b), dt)
+        y = op.matmat(omega)
+        if ell:
+            y -= qmat @ (bmat @ omega)
+        qi = orth(y)
+        for _ in range(power_iters):
+            z = op.rmatmat(qi)
+            if ell:
+                z -= bmat.T @ (qmat.T @ qi)
+            w = orth(z)
+            y = op.matmat(w)
+            if ell:
+                y -= qmat @ (bmat @ w)
+            qi = orth(y)
+        if ell:  # re-orthogonalise against the basis so far (rounding drift)
+            qi = orth(qi - qmat @ (qmat.T @ qi))
+        bi = op.rmatmat(qi).T
+        qmat = np.hstack([qmat, qi])
+        bmat = np.vstack([bmat, bi])
+        left -= float(np.sum(np.asarray(bi, dtype=np.float64) ** 2))
+        ell = qmat.shape[1]
+        full = ell >= r
+        spec = Spectrum(s=_svdvals(bmat), total_sq=total, max_rank=r, complete=full)
+        err = math.sqrt(max(left, 0.0) / total) if total > 0 else 0.0
+        event = {"step": len(history) + 1, "basis_size": int(ell), "relative_error": err}
+        history.append(event)
+        if select_rank(spec, rule) is not None:
+            converged, stop = True, f"{rule.kind} met with basis size {ell}"
+            break
+        if full:
+            converged, stop = True, "basis reached min(m, n)"
+            break
+        if rule.kind in ("tol", "energy", "abs_frob") and left <= floor:
+            warnings.append(
+                f"{rule.kind} = {rule.value:g} is below the rounding floor of the randomized "
+                "error indicator; the error is certified by an explicit residual"
+            )
+            stop = "error indicator at its rounding floor"
+            break
+        if callback is not None and callback(dict(event)):
+            stop = "stopped by callback"
+            break
+    details = {
+        "power_iters": int(power_iters),
+        "power_iters_mode": "fixed",
+        "block_size": int(block),
+        "sketch_size": int(qmat.shape[1]),
+        "passes": len(history) * (2 * power_iters + 2) + 1,
+    }
+    return Factorisation(qmat, bmat, total, True, details, history, converged, stop)
+
+
+def streaming(op, rule: RankRule, *, oversample: int, power_iters: int | None, rng,
+              center: bool, max_memory: int | None, warnings: list, callback=None):  # fmt: skip
+    """Subspace iteration on the Gram operator, one pass over the data per iteration.
+
+    Every pass over the row blocks computes ``Y = A W`` and ``Z = AᵀY = AᵀA W`` together,
+    so ``q`` power iterations cost ``q + 2`` reads of the file instead of ``2q + 3``. The
+    first pass also gathers the column means and ``‖A‖_F²`` (Chan's pairwise update) and
+    checks the data. Rayleigh–Ritz values ``eig(WᵀZ) = σ(AW)²`` give the error of
+    ``A ≈ (AW)Wᵀ`` after every pass for free. With an accuracy rule the basis doubles until
+    the rule is met. Centring is applied implicitly: ``A_cᵀA_c W = AᵀAW − μ (1ᵀAW)``.
+    """
+    import scipy.linalg as sla
+
+    m, n = op.shape
+    r = min(m, n)
+    dt = op.dtype
+    fixed_k = min(int(rule.value), r) if rule.kind == "rank" else None
+    ell = min(r, fixed_k + oversample if fixed_k else max(32, oversample))
+    adaptive = power_iters is None
+    limit = MAX_POWER_ITERS if adaptive else int(power_iters)
+    z, _, ysum, stats = op.gram_pass(gaussian(rng, (n, ell), dt), stats=True)
+    mean = stats.mean if center else None
+    total = stats.centered_sq if center else stats.raw_sq
+    if center:
+        z -= np.outer(mean, ysum).astype(z.dtype)
+    w = orth(z)
+    history: list = []
+    prev, it, grown = None, 0, 0
+    stop, converged = "", True
+    while True:
+        _check_streaming_budget(m, n, w.shape[1], dt, max_memory, rule)
+        z, y, ysum, _ = op.gram_pass(w, keep=True)
+        if center:
+            z -= np.outer(mean, ysum).astype(z.dtype)
+            y -= (mean @ w).astype(y.dtype)
+        ritz = np.sort(np.maximum(sla.eigvalsh(w.T @ z, check_finite=False), 0))[::-1]
+        s_est = np.sqrt(ritz)
+        k = fixed_k if fixed_k else len(s_est)
+        err_sq = _rank_k_error_sq(total, s_est, k)
+        err = math.sqrt(err_sq / total) if total > 0 else 0.0
+        event = {"step": len(history) + 1, "basis_size": int(w.shape[1]), "power_iters": it,
+                 "relative_error": err, "pass": op.passes}  # fmt: skip
+        history.append(event)
+        settled = (
+            it >= limit
+            or (adaptive and prev is not None and prev - err <= POWER_TOL * err)
+            or err_sq <= 10.0 * (k + 1) * eps(dt) * total
+        )
+        if settled and fixed_k is None:
+            spec = Spectrum(s=s_est, total_sq=total, max_rank=r, complete=w.shape[1] >= r)
+            if select_rank(spec, rule) is None and w.shape[1] < r:
+                # Grow: keep the converged directions, add as many fresh ones.
+                extra = min(w.shape[1], r - w.shape[1])
+                w = orth(np.hstack([w, gaussian(rng, (n, extra), dt)]))
+                prev, it, grown = None, 0, grown + 1
+                continue
+        if settled:
+            what = "rule met" if fixed_k is None else "error estimate settled"
+            stop = f"{what} after pass {op.passes}"
+            break
+        if callback is not None and callback(dict(event)):
+            stop, converged = "stopped by callback", False
+            break
+        prev = err
+        w = orth(z)
+        it += 1
+    details = {
+        "oversample": int(oversample),
+        "power_iters": it,
+        "power_iters_mode": "adaptive" if adaptive else "fixed",
+        "sketch_size": int(w.shape[1]),
+        "basis_growths": grown,
+        "passes": op.passes,
+        "block_rows": op.block_rows,
+        "bytes_read": int(op.bytes_read),
+    }
+    return Factorisation(y, np.ascontiguousarray(w.T), total, False, details, history,
+                         converged, stop, mean)  # fmt: skip
+
+
+def streaming_bytes(m: int, n: int, ell: int, itemsize: int, k: int) -> int:
+    """Working set of :func:`streaming` besides the block buffers: Y, Z, W (+ a QR copy) and U."""
+    return (2 * m * ell + 3 * n * ell) * itemsize + m * k * itemsize + 4 * ell * ell * 8
+
+
+def _check_streaming_budget(m, n, ell, dt, max_memory, rule):
+    if max_memory is None:
+        return
+    need = streaming_bytes(m, n, ell, dt.itemsize, min(ell, m, n))
+    if need > max_memory:
+        raise BudgetError(
+            f"streaming SVD needs a basis of {ell} columns for {rule.kind} = {rule.value:g} "
+            f"(about {need / 2**20:.1f} MiB besides the row blocks) but the memory budget is "
+            f"{max_memory / 2**20:.1f} MiB; raise --max-memory or lower the rank"
+        )
