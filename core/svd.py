@@ -569,12 +569,12 @@ def _spectral_residual(op, u, s, vt, rng, iters: int, fro: float, sketch_next=No
         ws.append(w)
         zs.append(z)
         w = orth(z.copy())  # orth may reuse its argument's buffer
-    basis = np.hstack(ws)
-    q, t = sla.qr(basis, mode="economic", check_finite=False)
-    keep = np.abs(np.diag(t)) > 1e3 * eps(u.dtype) * np.abs(t[0, 0])
-    q, t = q[:, keep], t[np.ix_(keep, keep)]
-    zmat = np.hstack(zs)[:, keep]
-    h = q.T @ sla.solve_triangular(t.T, zmat.T, lower=True, check_finite=False).T
+    # Orthonormal basis Q = K V Σ⁻¹ of the Krylov blocks K (rank-revealing: dependent
+    # directions dropped), so RᵀR Q = Z V Σ⁻¹ with the products Z already computed.
+    kq, ks, kvt = sla.svd(np.hstack(ws), full_matrices=False, check_finite=False)
+    keep = ks > 1e3 * eps(u.dtype) * ks[0]
+    q = kq[:, keep]
+    h = q.T @ (np.hstack(zs) @ (kvt[keep].T / ks[keep]))
     ritz = sla.eigvalsh((h + h.T) / 2, check_finite=False)
     est = math.sqrt(max(float(ritz[-1]), 0.0))
     value = max(est, floor)
