@@ -196,6 +196,7 @@ class BlockOperator:
         self.prefetch = prefetch
         self.passes = 0
         self.bytes_read = 0
+        self.scale = 1.0  # an exact power of two applied to every block (extreme data)
         self._on_first_pass = on_first_pass
         self._checked = False
         _fixed_mmap_threshold()
@@ -213,6 +214,8 @@ class BlockOperator:
             self.bytes_read += blk.data.nbytes if is_sparse(blk) else blk.nbytes
             if blk.dtype != self.dtype:
                 blk = blk.astype(self.dtype)
+            if self.scale != 1.0:
+                blk = blk * self.scale
             if check:
                 check_finite(blk, method="svd")
             yield start, blk
@@ -275,9 +278,13 @@ class _ColumnStats:
         self.mean = np.zeros(n)
         self.m2 = np.zeros(n)
         self.raw_sq = 0.0
+        self.amax = 0.0
 
     def update(self, blk) -> None:
+        from .validate import abs_max
+
         b = blk.shape[0]
+        self.amax = max(self.amax, abs_max(blk))
         if is_sparse(blk):
             d = np.asarray(blk.data, dtype=np.float64)
             self.raw_sq += float(d @ d)

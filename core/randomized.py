@@ -16,12 +16,31 @@ import numpy as np
 from .errors import BudgetError
 from .linalg import eps, orth
 from .rank import RankRule, Spectrum, select_rank
+from .validate import power_of_two_scale
 
 # Adaptive subspace iteration stops once one more iteration improves the rank-k error
 # estimate by less than this fraction of it. Convergence is geometric, so with a
 # contraction ratio ρ ≤ 0.9 the error left is below 10·POWER_TOL ≈ 1% of the error.
 POWER_TOL = 1e-3
 MAX_POWER_ITERS = 10
+
+
+class BasisLimit(Exception):
+    """The rule needs a basis larger than the caller allowed (an exact SVD is cheaper)."""
+
+
+# A cut chosen by a singular-value threshold must leave this many computed values after it:
+# the trailing values of a sketch are underestimates and would stop the rank too early.
+SV_RULE_MARGIN = 8
+
+
+def _rule_met(spec: Spectrum, rule: RankRule) -> bool:
+    k = select_rank(spec, rule)
+    if k is None:
+        return False
+    if rule.kind in ("rel_sv", "abs_sv") and not spec.complete:
+        return k <= len(spec.s) - SV_RULE_MARGIN
+    return True
 
 
 @dataclass
@@ -52,6 +71,17 @@ def _svdvals(x: np.ndarray) -> np.ndarray:
 def _rank_k_error_sq(total: float, s: np.ndarray, k: int) -> float:
     s64 = np.asarray(s[:k], dtype=np.float64)
     return max(total - float(s64 @ s64), 0.0)
+
+
+def _error_bound_sq(rule: RankRule, total: float) -> float | None:
+    """The largest ‖A − A_k‖_F² a rule accepts, or None for singular-value rules."""
+    if rule.kind == "tol":
+        return rule.value**2 * total
+    if rule.kind == "energy":
+        return (1.0 - rule.value) * total
+    if rule.kind == "abs_frob":
+        return rule.value**2
+    return None
 
 
 def fixed_rank(op, k: int, *, oversample: int, power_iters: int | None, rng, callback=None):
@@ -104,7 +134,7 @@ def fixed_rank(op, k: int, *, oversample: int, power_iters: int | None, rng, cal
 
 def adaptive_qb(
     op, rule: RankRule, *, power_iters: int, rng, block: int | None, max_memory: int | None,
-    base_bytes: int, warnings: list, callback=None,
+    base_bytes: int, warnings: list, callback=None, max_basis: int | None = None,
 ):  # fmt: skip
     """Blocked adaptive QB with an error indicator (randQB_EI, Yu, Gu & Li 2018).
 
@@ -125,6 +155,10 @@ def adaptive_qb(
     while True:
         ell = qmat.shape[1]
         b = min(block, r - ell)
+        if max_basis is not None and ell + b > max_basis and ell + b < r:
+            raise BasisLimit(
+                f"{rule.kind} = {rule.value:g} needs a basis larger than {ell} of min(m, n) = {r}"
+            )
         if max_memory is not None:
             need = base_bytes + 3 * (m + n) * (ell + b) * dt.itemsize
             if need > max_memory:
@@ -156,11 +190,15 @@ def adaptive_qb(
         left -= float(np.sum(np.asarray(bi, dtype=np.float64) ** 2))
         ell = qmat.shape[1]
         full = ell >= r
-        spec = Spectrum(s=_svdvals(bmat), total_sq=total, max_rank=r, complete=full)
         err = math.sqrt(max(left, 0.0) / total) if total > 0 else 0.0
         event = {"step": len(history) + 1, "basis_size": int(ell), "relative_error": err}
         history.append(event)
-        if select_rank(spec, rule) is not None:
+        # The singular values of B are needed only once the indicator says the rule may hold.
+        bound = _error_bound_sq(rule, total)
+        need_s = bound is None or left <= bound or full
+        spec = Spectrum(s=_svdvals(bmat) if need_s else np.empty(0), total_sq=total,
+                        max_rank=r, complete=full)  # fmt: skip
+        if need_s and _rule_met(spec, rule):
             converged, stop = True, f"{rule.kind} met with basis size {ell}"
             break
         if full:
@@ -206,7 +244,14 @@ def streaming(op, rule: RankRule, *, oversample: int, power_iters: int | None, r
     ell = min(r, fixed_k + oversample if fixed_k else max(32, oversample))
     adaptive = power_iters is None
     limit = MAX_POWER_ITERS if adaptive else int(power_iters)
-    z, _, ysum, stats = op.gram_pass(gaussian(rng, (n, ell), dt), stats=True)
+    omega = gaussian(rng, (n, ell), dt)
+    with np.errstate(over="ignore", invalid="ignore"):  # extreme data is redone scaled
+        z, _, ysum, stats = op.gram_pass(omega, stats=True)
+    scale = power_of_two_scale(stats.amax)
+    if scale != 1.0:  # squares overflow or underflow: redo the pass on exactly scaled data
+        op.scale = scale
+        rule = rule.scaled(scale)
+        z, _, ysum, stats = op.gram_pass(omega, stats=True)
     mean = stats.mean if center else None
     total = stats.centered_sq if center else stats.raw_sq
     if center:
@@ -236,7 +281,7 @@ def streaming(op, rule: RankRule, *, oversample: int, power_iters: int | None, r
         )
         if settled and fixed_k is None:
             spec = Spectrum(s=s_est, total_sq=total, max_rank=r, complete=w.shape[1] >= r)
-            if select_rank(spec, rule) is None and w.shape[1] < r:
+            if not _rule_met(spec, rule) and w.shape[1] < r:
                 # Grow: keep the converged directions, add as many fresh ones.
                 extra = min(w.shape[1], r - w.shape[1])
                 w = orth(np.hstack([w, gaussian(rng, (n, extra), dt)]))

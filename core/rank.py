@@ -51,6 +51,12 @@ class RankRule:
         elif not v >= 0:
             raise ParameterError(f"{self.kind} threshold must be non-negative, got {v}")
 
+    def scaled(self, factor: float) -> RankRule:
+        """The same rule for data multiplied by ``factor`` (absolute thresholds scale)."""
+        if factor == 1.0 or self.kind not in ("abs_frob", "abs_sv"):
+            return self
+        return RankRule(self.kind, self.value * factor)
+
     @property
     def needs_spectrum(self) -> bool:
         return self.kind != "rank"

@@ -22,7 +22,15 @@ from .errors import BudgetError, ParameterError
 from .linalg import eps, orth, orthogonality_loss, qr_tall, svd_flip, tall_svd, thin_svd
 from .operator import BlockOperator, as_operator, to_scipy_linear_operator
 from .rank import RankRule, Spectrum, ranks_by_rule, select_rank
-from .validate import as_float_matrix, check_finite, check_matrix_shape, is_sparse, working_dtype
+from .validate import (
+    abs_max,
+    as_float_matrix,
+    check_finite,
+    check_matrix_shape,
+    is_sparse,
+    power_of_two_scale,
+    working_dtype,
+)
 
 METHODS = ("auto", "exact", "randomized", "lanczos", "streaming")
 
@@ -179,7 +187,8 @@ def _auto(m, n, wdt, sparse, k, rule, oversample, fits):
     r = min(m, n)
     dense_bytes = m * n * wdt.itemsize
     if sparse:
-        if r <= SMALL_DIM * 4 and dense_bytes <= SPARSE_DENSIFY_BYTES and fits("exact"):
+        small = dense_bytes <= SPARSE_DENSIFY_BYTES and fits("exact")
+        if small and (k is None or r <= 2 * SMALL_DIM):
             return "exact", (
                 f"sparse but small ({m}×{n}, {_human(dense_bytes)} dense): densified, "
                 "dense LAPACK is exact and fastest at this size"
@@ -221,6 +230,21 @@ def _auto(m, n, wdt, sparse, k, rule, oversample, fits):
     return "randomized", "exact SVD does not fit the memory budget: adaptive randomized"
 
 
+def check_parameters(
+    *, oversample: int = 10, power_iters: int | None = None, block_size: int | None = None,
+    spectral_iters: int | None = None,
+) -> None:  # fmt: skip
+    """Refuse invalid numeric parameters (callers run this before reading any data)."""
+    if oversample < 0:
+        raise ParameterError(f"oversample must be ≥ 0, got {oversample}")
+    if power_iters is not None and power_iters < 0:
+        raise ParameterError(f"power iterations must be ≥ 0, got {power_iters}")
+    if block_size is not None and block_size < 1:
+        raise ParameterError(f"block size must be ≥ 1, got {block_size}")
+    if spectral_iters is not None and spectral_iters < 0:
+        raise ParameterError(f"spectral iterations must be ≥ 0, got {spectral_iters}")
+
+
 def truncated_svd(a, rule: RankRule, *, method: str = "auto", center: bool = False,
                   rng: np.random.Generator | int | None = None, oversample: int = 10,
                   power_iters: int | None = None, block_size: int | None = None,
@@ -230,22 +254,18 @@ def truncated_svd(a, rule: RankRule, *, method: str = "auto", center: bool = Fal
     """Truncated SVD of a dense array, a sparse matrix or a row-block source.
 
     A row-block source (anything with ``shape``, ``dtype`` and ``iter_blocks(rows)``, such
-    as a chunked file handle) is streamed and never loaded whole; ``on_first_pass(start,
-    block)`` then sees every raw block of the first pass. ``power_iters=None`` lets the
-    randomized methods stop iterating when the error estimate settles. ``spectral_iters``
-    power iterations estimate ‖A − UΣVᵀ‖₂ (default 2 in memory, 1 when streaming).
-    ``callback(event)`` runs after each step of the iterative methods; returning True
-    stops the solver (the result then says ``converged=False``). ``planned`` is the
-    :func:`plan` a caller already made before reading (its method and reason are kept).
+    as a chunked file handle) is streamed and never loaded whole, unless the plan finds it
+    fits in memory; ``on_first_pass(start, block)`` sees every raw block of the first pass.
+    ``power_iters=None`` lets the randomized methods stop iterating when the error estimate
+    settles. ``spectral_iters`` power iterations estimate ‖A − UΣVᵀ‖₂ (default 3 in memory,
+    2 when streaming). ``callback(event)`` runs after each step of the iterative methods;
+    returning True stops the solver (the result then says ``converged=False``). ``planned``
+    is the :func:`plan` a caller already made before reading (its method and reason are
+    kept). Data whose magnitude would overflow or underflow squared norms is scaled by an
+    exact power of two internally.
     """
-    if oversample < 0:
-        raise ParameterError(f"oversample must be ≥ 0, got {oversample}")
-    if power_iters is not None and power_iters < 0:
-        raise ParameterError(f"power iterations must be ≥ 0, got {power_iters}")
-    if block_size is not None and block_size < 1:
-        raise ParameterError(f"block size must be ≥ 1, got {block_size}")
-    if spectral_iters is not None and spectral_iters < 0:
-        raise ParameterError(f"spectral iterations must be ≥ 0, got {spectral_iters}")
+    check_parameters(oversample=oversample, power_iters=power_iters, block_size=block_size,
+                     spectral_iters=spectral_iters)  # fmt: skip
     rng = rng if isinstance(rng, np.random.Generator) else np.random.default_rng(rng)
     source = a if is_block_source(a) else None
     if source is None:
@@ -276,39 +296,61 @@ def truncated_svd(a, rule: RankRule, *, method: str = "auto", center: bool = Fal
             sparse = is_sparse(a)
         source = None
     wdt = np.dtype(p.working_dtype)
+    used, reason = p.method, p.reason
+    scale = 1.0
     fact = None
-    if p.method == "streaming":
+    if used == "streaming":
         op = BlockOperator(source, block_rows=block_rows or p.block_rows, dtype=wdt,
                            on_first_pass=on_first_pass)  # fmt: skip
         fact = randomized.streaming(op, rule, oversample=oversample, power_iters=power_iters,
                                     rng=rng, center=center, max_memory=max_memory,
                                     warnings=warnings, callback=callback)  # fmt: skip
-        mean = None if fact.mean is None else fact.mean.astype(wdt)
+        scale = op.scale
+        mean = None if fact.mean is None else fact.mean
         if center:
             op = _Centered(op, fact.mean)
     else:
+        scale = power_of_two_scale(abs_max(a))
+        if scale != 1.0:
+            a = a * scale
         op = as_operator(a, center=center)
         mean = np.asarray(op.mean, dtype=a.dtype) if center else None
-    if p.method == "exact":
+    if scale != 1.0:
+        warnings.append(f"entries of magnitude near 2^{-int(np.log2(scale))} were scaled by "
+                        f"2^{int(np.log2(scale))} (exactly) to keep the norms finite")  # fmt: skip
+    work_rule = rule.scaled(scale)
+    # With auto, an accuracy rule that needs a basis beyond a quarter of min(m, n) is
+    # cheaper by an exact SVD, when that fits.
+    exact_fits = used != "streaming" and (
+        max_memory is None
+        or estimate_bytes("exact", shape, wdt, sparse=sparse, nnz=a.nnz if sparse else None,
+                          rank=None, oversample=oversample, center=center) <= max_memory
+    )  # fmt: skip
+    max_basis = int(RANDOMIZED_MAX_FRACTION * r) if (method == "auto" and exact_fits) else r
+    err_sq = None
+    try:
+        if used == "exact":
+            u, s, vt, spec, details = _exact(a, op, sparse=sparse, center=center)
+        elif used == "lanczos":
+            u, s, vt, spec, details = _lanczos(op, work_rule, rng, callback, max_basis)
+        else:
+            if fact is None and rule.kind == "rank":
+                fact = randomized.fixed_rank(op, min(int(rule.value), r), oversample=oversample,
+                                             power_iters=power_iters, rng=rng,
+                                             callback=callback)  # fmt: skip
+            elif fact is None:
+                base = a.data.nbytes + a.indices.nbytes + a.indptr.nbytes if sparse else a.nbytes
+                fact = randomized.adaptive_qb(
+                    op, work_rule, power_iters=2 if power_iters is None else power_iters,
+                    rng=rng, block=block_size, max_memory=max_memory, base_bytes=base,
+                    warnings=warnings, callback=callback, max_basis=max_basis,
+                )  # fmt: skip
+            u, s, vt, spec, details, err_sq = _finish(fact, work_rule)
+    except randomized.BasisLimit as exc:
+        reason += f"; switched to exact: {exc}"
+        used = "exact"
         u, s, vt, spec, details = _exact(a, op, sparse=sparse, center=center)
-        err_sq = None
-    elif p.method == "lanczos":
-        u, s, vt, spec, details = _lanczos(op, rule, rng, callback)
-        err_sq = None
-    else:
-        if fact is None and rule.kind == "rank":
-            fact = randomized.fixed_rank(op, min(int(rule.value), r), oversample=oversample,
-                                         power_iters=power_iters, rng=rng,
-                                         callback=callback)  # fmt: skip
-        elif fact is None:
-            base = a.data.nbytes + a.indices.nbytes + a.indptr.nbytes if sparse else a.nbytes
-            fact = randomized.adaptive_qb(
-                op, rule, power_iters=2 if power_iters is None else power_iters, rng=rng,
-                block=block_size, max_memory=max_memory, base_bytes=base, warnings=warnings,
-                callback=callback,
-            )  # fmt: skip
-        u, s, vt, spec, details, err_sq = _finish(fact, rule)
-    k = select_rank(spec, rule)
+    k = select_rank(spec, work_rule)
     if k is None:  # the spectrum computed cannot meet the rule; keep all of it
         k = len(s)
         warnings.append(f"{rule.kind} = {rule.value:g} not reached within the computed rank {k}")
@@ -317,9 +359,15 @@ def truncated_svd(a, rule: RankRule, *, method: str = "auto", center: bool = Fal
         err_sq = err_sq[k]
     u, vt = svd_flip(np.ascontiguousarray(u), np.ascontiguousarray(vt))
     if spectral_iters is None:
-        spectral_iters = 2 if p.method == "streaming" else 3
-    metrics = _certify(op, u, s, vt, spec, p.method, k, err_sq, rng, spectral_iters)
+        spectral_iters = 2 if used == "streaming" else 3
+    metrics = _certify(op, u, s, vt, spec, used, k, err_sq, rng, spectral_iters)
     metrics["singular_values_computed"] = [float(x) for x in spec.s]
+    by_rule = ranks_by_rule(spec, work_rule)
+    by_rule[0]["threshold"] = rule.value
+    if scale != 1.0:
+        s = s / scale
+        mean = None if mean is None else mean / scale
+        _unscale_metrics(metrics, scale)
     if isinstance(op, BlockOperator | _Centered):
         base_op = op.base if isinstance(op, _Centered) else op
         details["passes"] = base_op.passes
@@ -330,17 +378,29 @@ def truncated_svd(a, rule: RankRule, *, method: str = "auto", center: bool = Fal
         "threshold": rule.value,
         "max_rank": int(r),
         "clamped": bool(rule.kind == "rank" and rule.value > r),
-        "by_rule": ranks_by_rule(spec, rule),
+        "by_rule": by_rule,
     }
     history = details.pop("history", [])
     converged = details.pop("converged", True)
     stop_reason = details.pop("stop_reason", "direct method")
-    details = {"working_dtype": p.working_dtype, "estimate_bytes": p.estimate_bytes, **details}
+    details = {"working_dtype": p.working_dtype, "estimate_bytes": p.estimate_bytes,
+               "scale": scale, **details}  # fmt: skip
     return SVDResult(
-        U=u, S=np.ascontiguousarray(s), Vt=vt, mean=mean, rank=rank, method=p.method,
-        method_reason=p.reason, details=details, metrics=metrics, history=history,
+        U=u, S=np.ascontiguousarray(s, dtype=wdt), Vt=vt,
+        mean=None if mean is None else np.asarray(mean, dtype=wdt), rank=rank, method=used,
+        method_reason=reason, details=details, metrics=metrics, history=history,
         converged=converged, stop_reason=stop_reason, warnings=tuple(warnings),
     )  # fmt: skip
+
+
+def _unscale_metrics(metrics: dict, scale: float) -> None:
+    metrics["norm_fro"] /= scale
+    for key in ("singular_values", "singular_values_computed"):
+        metrics[key] = [x / scale for x in metrics[key]]
+    spec = metrics["spectral_residual"]
+    for key in ("value", "upper_bound", "sketch_sigma_next", "power_estimate"):
+        if spec.get(key) is not None:
+            spec[key] /= scale
 
 
 class _ArraySource:
@@ -451,7 +511,7 @@ def _finish(fact: randomized.Factorisation, rule: RankRule):
 # --- Lanczos ---------------------------------------------------------------------------
 
 
-def _lanczos(op, rule, rng, callback):
+def _lanczos(op, rule, rng, callback, max_basis: int):
     """ARPACK (scipy.sparse.linalg.svds); for accuracy rules the rank doubles until met."""
     from scipy.sparse.linalg import svds
 
@@ -460,6 +520,11 @@ def _lanczos(op, rule, rng, callback):
     lin = to_scipy_linear_operator(op)
     total = op.fro_norm_sq()
     k = min(int(rule.value), r - 1) if rule.kind == "rank" else min(16, r - 1)
+    if total == 0.0:  # ARPACK cannot start on a zero operator; every basis is optimal
+        k = max(1, k)
+        u, vt = np.eye(m, k, dtype=op.dtype), np.eye(k, n, dtype=op.dtype)
+        spec = Spectrum(s=np.zeros(k, dtype=op.dtype), total_sq=0.0, max_rank=r, complete=False)
+        return u, spec.s, vt, spec, {"solver": "none (zero matrix)", "stop_reason": "zero matrix"}
     history = []
     stop_reason = ""
     converged = True
@@ -484,6 +549,10 @@ def _lanczos(op, rule, rng, callback):
             converged, stop_reason = False, "stopped by callback"
             break
         k = min(2 * k, r - 1)
+        if k > max_basis:
+            raise randomized.BasisLimit(
+                f"{rule.kind} needs more than {max_basis} Lanczos triplets (min(m, n) = {r})"
+            )
     details = {"solver": "arpack", "history": history, "converged": converged,
                "stop_reason": stop_reason}  # fmt: skip
     return u, s, vt, spec, details
@@ -509,8 +578,11 @@ def _certify(op, u, s, vt, spec: Spectrum, method: str, k: int, err_sq, rng,
     if method == "exact":
         err_sq = float(spec.tail_sq()[k])
         err = math.sqrt(err_sq / total)
+        # A backward-stable SVD reproduces A to ~eps·‖A‖ times a modest size factor, which
+        # the written factors carry on top of the truncation error.
+        slack = 10.0 * math.sqrt(len(spec.s)) * eps(u.dtype)
         out.update(relative_frobenius_error=err, error_method="spectrum tail (exact)",
-                   error_bounds=[err, err])  # fmt: skip
+                   error_bounds=[max(err - slack, 0.0), err + slack])  # fmt: skip
         nxt = float(spec.s[k]) if k < len(spec.s) else 0.0
         out["spectral_residual"] = {"value": nxt, "relative": nxt / float(spec.s[0]),
                                     "method": "σ_{k+1} of the exact spectrum"}  # fmt: skip

@@ -21,6 +21,11 @@ def working_dtype(dtype, *, method: str, allow_complex: bool = False) -> np.dtyp
     become float64 (they have no rounding of their own to preserve).
     """
     dtype = np.dtype(dtype)
+    if dtype.kind in "fc" and dtype.itemsize > (8 if dtype.kind == "f" else 16):
+        raise DataError(
+            f"{method} does not support extended precision ({dtype}); convert the data to "
+            "float64 first"
+        )
     if dtype.kind == "f":
         return np.dtype(np.float32) if dtype.itemsize <= 4 else np.dtype(np.float64)
     if dtype.kind in "iub":
@@ -86,3 +91,26 @@ def check_finite(a, *, method: str, allow_nan: bool = False) -> tuple[int, int]:
             " (NaN marks a missing entry: use a completion method)"
         )
     return nan, inf
+
+
+# Squares of entries beyond 2^±400 overflow or underflow the float64 norms that certify the
+# error; such data is rescaled by an exact power of two (no rounding) and scaled back.
+_SAFE_EXPONENT = 400
+
+
+def power_of_two_scale(amax: float) -> float:
+    """Factor that brings ``max|A| = amax`` near 1 when it is extreme, else 1.0."""
+    if amax == 0.0 or not np.isfinite(amax):
+        return 1.0
+    exp = int(np.frexp(amax)[1])
+    if abs(exp) <= _SAFE_EXPONENT:
+        return 1.0
+    return float(np.ldexp(1.0, -exp))
+
+
+def abs_max(a) -> float:
+    """max |a| without a full-size temporary."""
+    data = a.data if is_sparse(a) else np.asarray(a)
+    if data.size == 0:
+        return 0.0
+    return float(max(abs(float(np.max(data))), abs(float(np.min(data)))))

@@ -360,3 +360,59 @@ def test_callback_can_stop_adaptive():
     )  # fmt: skip
     assert not res.converged and res.stop_reason == "stopped by callback"
     assert len(res.history) == 2 and res.history[-1]["basis_size"] == 20
+
+
+@pytest.mark.parametrize("factor", [1e160, 1e-170])
+@pytest.mark.parametrize("method", ["exact", "randomized", "lanczos", "streaming"])
+def test_extreme_magnitudes_are_scaled_exactly(factor, method):
+    # Squares of 1e160 overflow and of 1e-170 underflow float64; the data is scaled by an
+    # exact power of two, so results equal those of the unscaled matrix times the factor.
+    a = planted(60, 30, np.linspace(3, 1, 30), seed=23)
+    ref = truncated_svd(a, RankRule("rank", 4), method=method, rng=0)
+    res = truncated_svd(a * factor, RankRule("rank", 4), method=method, rng=0)
+    np.testing.assert_allclose(res.S / factor, ref.S, rtol=1e-12)
+    assert res.metrics["relative_frobenius_error"] == pytest.approx(
+        ref.metrics["relative_frobenius_error"], rel=1e-10
+    )
+    assert res.metrics["norm_fro"] / factor == pytest.approx(np.linalg.norm(a), rel=1e-12)
+    assert any("scaled" in w for w in res.warnings)
+
+
+def test_zero_matrix_with_lanczos():
+    res = truncated_svd(np.zeros((40, 30)), RankRule("rank", 3), method="lanczos")
+    assert np.all(res.S == 0) and res.metrics["relative_frobenius_error"] == 0.0
+    assert res.metrics["orthogonality_loss"]["U"] == 0.0
+
+
+def test_extended_precision_is_refused():
+    with pytest.raises(DataError, match="extended precision"):
+        truncated_svd(np.ones((4, 3), dtype=np.longdouble), RankRule("rank", 1))
+
+
+@pytest.mark.parametrize("thr", [1e-2, 1e-3])
+def test_randomized_rel_sv_does_not_stop_early(thr):
+    # Slow decay near the cut: the trailing values of a sketch are low and used to stop
+    # the basis too early; the cut must leave a margin of computed values after it.
+    s = 1.0 / (1.0 + np.arange(300)) ** 1.2
+    a = planted(900, 300, s, seed=24)
+    res = truncated_svd(a, RankRule("rel_sv", thr), method="randomized", rng=0)
+    assert res.rank["value"] == int(np.sum(s >= thr * s[0]))
+
+
+def test_auto_switches_to_exact_when_the_basis_grows_too_large(monkeypatch):
+    import rankwise.core.svd as svd_mod
+
+    monkeypatch.setattr(svd_mod, "SPARSE_DENSIFY_BYTES", 1 << 10)  # force the sparse route
+    rng = np.random.default_rng(25)
+    a = sp.random_array((1500, 600), density=0.05, rng=rng, format="csr")  # flat spectrum
+    res = truncated_svd(a, RankRule("tol", 1e-2), rng=0)
+    assert res.method == "exact" and "switched to exact" in res.method_reason
+    t = tails(np.linalg.svd(a.toarray(), compute_uv=False))
+    assert res.rank["value"] == int(np.flatnonzero(t <= 1e-4)[0])
+
+
+def test_exact_error_bounds_cover_the_written_factors():
+    a = planted(240, 100, np.logspace(0, -3, 100), seed=26)
+    res = truncated_svd(a, RankRule("tol", 1e-14), method="exact")
+    lo, hi = res.metrics["error_bounds"]
+    assert lo <= direct_error(a, res) <= hi
