@@ -18,7 +18,17 @@ from .errors import (
 )
 from .fingerprints import Fingerprinter, fingerprint
 from .handle import ArrayHandle
-from .outputs import check_output, check_target, read_result, write, write_json
+from .outputs import (
+    Staged,
+    check_output,
+    check_target,
+    commit_all,
+    read_result,
+    stage,
+    stage_json,
+    write,
+    write_json,
+)
 from .registry import OUTPUT_EXTENSIONS, list_arrays, open_array
 from .uri import URI, parse_uri
 
@@ -35,10 +45,12 @@ __all__ = [
     "FormatsError",
     "InputMissingError",
     "OutputError",
+    "Staged",
     "StorageError",
     "UsageError",
     "check_output",
     "check_target",
+    "commit_all",
     "detect_format",
     "fingerprint",
     "list_arrays",
@@ -46,6 +58,8 @@ __all__ = [
     "open_array",
     "parse_uri",
     "read_result",
+    "stage",
+    "stage_json",
     "write",
     "write_json",
 ]

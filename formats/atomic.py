@@ -97,12 +97,18 @@ def _commit_dir(staging: Path, final: Path, force: bool) -> None:
     remove(old)
 
 
-def commit(staging: Path, final: Path, *, force: bool, is_dir: bool) -> None:
-    """Make the staged output durable, then move it onto `final`."""
+def sync(staging: Path, *, is_dir: bool) -> None:
+    """Make a staged output durable (its data, and for a directory every entry)."""
     if is_dir:
         fsync_tree(staging)
-        _commit_dir(staging, final, force)
     else:
         fsync_path(staging)
+
+
+def commit(staging: Path, final: Path, *, force: bool, is_dir: bool) -> None:
+    """Move a staged output (already synced with sync()) onto `final`, then sync the directory."""
+    if is_dir:
+        _commit_dir(staging, final, force)
+    else:
         _commit_file(staging, final, force)
     fsync_path(final.parent)

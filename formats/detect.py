@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import stat
 from pathlib import Path
 
 from .errors import DataError, InputMissingError, UsageError
@@ -72,13 +73,47 @@ def is_zarr_store(path: Path) -> bool:
     return path.is_dir() and any((path / m).is_file() for m in _ZARR_MARKERS)
 
 
+_SPECIAL_KINDS = (
+    (stat.S_ISFIFO, "a named pipe"),
+    (stat.S_ISSOCK, "a socket"),
+    (stat.S_ISCHR, "a character device"),
+    (stat.S_ISBLK, "a block device"),
+)
+
+
+def special_kind(mode: int) -> str | None:
+    """'a named pipe', 'a socket', ... for anything that is not a regular file or directory."""
+    if stat.S_ISREG(mode) or stat.S_ISDIR(mode):
+        return None
+    return next((text for test, text in _SPECIAL_KINDS if test(mode)), "not a file")
+
+
+def check_input_kind(path: Path) -> bool:
+    """Stat `path` (following symlinks) before anything opens it; True for a directory.
+
+    Opening a FIFO for reading blocks until a writer appears, and a device may never end, so
+    only regular files and directories are accepted.
+    """
+    try:
+        st = os.stat(path)
+    except FileNotFoundError as exc:
+        raise InputMissingError(f"{path}: no such file or directory") from exc
+    except PermissionError as exc:
+        raise InputMissingError(f"{path}: cannot be read (permission denied)") from exc
+    except OSError as exc:
+        raise InputMissingError(f"{path}: cannot be read ({exc.strerror or exc})") from exc
+    kind = special_kind(st.st_mode)
+    if kind is not None:
+        raise InputMissingError(f"{path}: not a regular file ({kind}); refusing to read it")
+    return stat.S_ISDIR(st.st_mode)
+
+
 def detect_format(path: str | os.PathLike[str]) -> str:
     """Name the format of an existing file or directory (one of KNOWN_FORMATS)."""
     path = Path(path)
-    if not os.path.exists(path):
-        raise InputMissingError(f"{path}: no such file or directory")
+    is_dir = check_input_kind(path)
     ext_format = INPUT_EXTENSIONS.get(path.suffix.lower())
-    if path.is_dir():
+    if is_dir:
         if not os.access(path, os.R_OK | os.X_OK):
             raise InputMissingError(f"{path}: cannot be read (permission denied)")
         if is_zarr_store(path):

@@ -16,6 +16,9 @@ from .uri import URI
 # Blocks used by scan()/fingerprint() when the caller does not choose: big enough to amortise
 # per-call overhead, small enough to stay far below any sensible memory budget.
 DEFAULT_BLOCK_BYTES = 32 * 1024 * 1024
+# numpy cannot allocate more bytes, nor an extent larger, than its index type holds (it raises
+# ValueError, not MemoryError); scipy's CSR also needs rows + 1 in its int64 index pointer.
+MAX_ADDRESSABLE = int(np.iinfo(np.intp).max)
 
 
 def one_line(exc: BaseException) -> str:
@@ -120,6 +123,25 @@ class ArrayHandle:
         if self.closed:
             raise ValueError(f"{self.location}: handle is closed")
 
+    def _check_extents(self) -> None:
+        """Declared extents numpy/scipy cannot represent are bad data, not an allocation."""
+        too_big = any(s > MAX_ADDRESSABLE for s in self.shape) or (
+            self.sparse and bool(self.shape) and self.shape[0] >= MAX_ADDRESSABLE
+        )
+        if too_big:
+            raise DataError(
+                f"{self.location}: declared shape {shape_text(self.shape)} is too large to "
+                "index with 64-bit integers"
+            )
+
+    def _check_addressable(self, needed: int, what: str) -> None:
+        self._check_extents()
+        if needed > MAX_ADDRESSABLE:
+            raise BudgetError(
+                f"{self.location}: needs {human_bytes(needed)} ({what}), more than this "
+                "machine can address"
+            )
+
     # -- reading -----------------------------------------------------------------------------
     def read(self, max_bytes: int | None = None) -> Any:
         """The whole array; BudgetError before allocating when read_nbytes > max_bytes.
@@ -130,6 +152,7 @@ class ArrayHandle:
         check_budget(
             self.read_nbytes, self._budget(max_bytes), where=self.location, what=self._what()
         )
+        self._check_addressable(self.read_nbytes, self._what())
         try:
             return self._read()
         except MemoryError as exc:
@@ -146,25 +169,29 @@ class ArrayHandle:
         if rows < 1:
             raise ValueError("rows must be a positive integer")
         budget = self._budget(max_bytes)
-        if self.sparse:
-            yield from self._sparse_blocks(rows, budget)
-            return
-        if self.ndim == 0:
-            yield 0, self.read(budget)
-            return
-        if self.shape[0] == 0:
-            return
-        yield from self._dense_blocks(rows, budget)
+        self._check_extents()
+        try:
+            if self.sparse:
+                yield from self._sparse_blocks(rows, budget)
+                return
+            if self.ndim == 0:
+                yield 0, self.read(budget)
+                return
+            if self.shape[0] == 0:
+                return
+            yield from self._dense_blocks(rows, budget)
+        except MemoryError as exc:
+            raise BudgetError(
+                f"{self.location}: out of memory reading blocks of {rows} rows ({self._what()}); "
+                "set a memory budget or use smaller blocks"
+            ) from exc
 
     def _check_block_budget(self, rows: int, budget: int | None) -> None:
         step = min(rows, self.shape[0])
-        check_budget(
-            step * dense_nbytes(self.shape[1:], self.dtype),
-            budget,
-            where=self.location,
-            what=f"a block of {step} rows of shape {shape_text(self.shape)} "
-            f"{dtype_name(self.dtype)}",
-        )
+        needed = step * dense_nbytes(self.shape[1:], self.dtype)
+        what = f"a block of {step} rows of shape {shape_text(self.shape)} {dtype_name(self.dtype)}"
+        check_budget(needed, budget, where=self.location, what=what)
+        self._check_addressable(needed, what)
 
     def block_rows(self, block_bytes: int = DEFAULT_BLOCK_BYTES) -> int:
         """A row count whose dense block is about `block_bytes` (at least one row)."""

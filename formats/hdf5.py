@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import math
 import os
 import posixpath
 import re
@@ -236,6 +237,68 @@ def dataset_refusal(dset: Any, resolver: Resolver, depth: int = 0) -> str | None
     return None
 
 
+class Unwritten:
+    """Storage of a dataset that was never written (HDF5 would return the fill value)."""
+
+    def __init__(self, dset: Any, where: str) -> None:
+        self.dset = dset
+        self.where = where
+        self.missing, self.total, self.unit = self.count()
+
+    def count(self) -> tuple[int, int, str]:
+        """(missing, total, unit): one metadata call, never a per-chunk query."""
+        h5d = _h5py().h5d
+        dset = self.dset
+        if dset.shape is None or math.prod(dset.shape) == 0:
+            return 0, 0, "chunks"
+        layout = dset.id.get_create_plist().get_layout()
+        if layout == h5d.CHUNKED:
+            grid = zip(dset.shape, dset.chunks, strict=True)
+            total = math.prod(-(-int(s) // int(c)) for s, c in grid)
+            get_num_chunks = getattr(dset.id, "get_num_chunks", None)
+            if get_num_chunks is None:  # HDF5 < 1.10.5: cannot tell
+                return 0, total, "chunks"
+            return max(total - int(get_num_chunks()), 0), total, "chunks"
+        if layout in (h5d.CONTIGUOUS, h5d.COMPACT):
+            return (1 if dset.id.get_storage_size() == 0 else 0), 1, "storage"
+        return 0, 0, "chunks"  # virtual: unmapped regions are fill values by design
+
+    def note(self) -> str | None:
+        if not self.missing:
+            return None
+        if self.unit == "storage":
+            return "data never written (no storage allocated): read refused"
+        return f"{self.missing} of {self.total} chunks never written: read refused"
+
+    def check(self) -> None:
+        # Counted again at read time: the file may have changed since it was opened.
+        with read_errors(self.where):
+            self.missing, self.total, self.unit = self.count()
+            if not self.missing:
+                return
+            try:
+                fill = self.dset.fillvalue
+            except Exception:  # only for the message
+                fill = "?"
+        if self.unit == "storage":
+            what = "the data was never written (no storage is allocated)"
+        else:
+            what = f"{self.missing} of {self.total} chunks were never written"
+        raise DataError(
+            f"{self.where}: {what}; HDF5 would return the fill value ({fill}) for them, but "
+            "rankwise will not guess: rewrite the dataset with all of its data written"
+        )
+
+
+def _unwritten(dset: Any, where: str) -> Unwritten | None:
+    """Unwritten storage of `dset`, or None when the chunk index cannot be read at open time
+    (the read will report the error)."""
+    try:
+        return Unwritten(dset, where)
+    except Exception:  # describe() must not fail on it
+        return None
+
+
 def is_sparse_group(group: Any) -> bool:
     return all(group.get(m, getlink=True) is not None for m in SPARSE_MEMBERS)
 
@@ -263,6 +326,9 @@ class Hdf5DenseHandle(ArrayHandle):
             notes.append("fletcher32 checksum")
         if self._missing_filter:
             notes.append(f"filter {self._missing_filter} is not available: data cannot be read")
+        self._unwritten = _unwritten(dset, location)
+        if self._unwritten is not None and self._unwritten.note():
+            notes.append(self._unwritten.note())
         super().__init__(
             uri=uri,
             location=location,
@@ -285,11 +351,20 @@ class Hdf5DenseHandle(ArrayHandle):
                 "build cannot decode (install the plugin, e.g. hdf5plugin)"
             )
 
+    def _check_written(self) -> None:
+        if self._unwritten is None:  # the chunk index could not be read at open time
+            with read_errors(self.location):
+                self._unwritten = Unwritten(self._dset, self.location)
+        self._unwritten.check()
+
     def _before_blocks(self) -> None:
         self._check_decodable()
+        self._check_written()
 
     def _read(self) -> np.ndarray:
         self._check_decodable()
+        if self.nbytes:
+            self._check_written()
         with read_errors(self.location):
             if self.nbytes == 0:
                 return np.empty(self.shape, dtype=self.dtype)
@@ -332,6 +407,9 @@ class Hdf5SparseHandle(SparseCOOHandle):
             location,
         )
         with read_errors(location):
+            unwritten = {m: Unwritten(d, f"{location}/{m}") for m, d in members.items()}
+        unwritten["shape"].check()  # read now: the shape of the matrix
+        with read_errors(location):
             shape = validate_shape_values(members["shape"][()], location)
         filters = _filters(members["data"])
         self._missing_filter = next(
@@ -341,6 +419,10 @@ class Hdf5SparseHandle(SparseCOOHandle):
         notes = ["sparse COO group (row, col, data, shape); duplicates are summed on read"]
         if self._missing_filter:
             notes.append(f"filter {self._missing_filter} is not available: data cannot be read")
+        for m, u in unwritten.items():
+            if u.note():
+                notes.append(f"sparse member '{m}': {u.note()}")
+        self._unwritten = unwritten
         super().__init__(
             ncols_rows=shape,
             uri=uri,
@@ -361,6 +443,8 @@ class Hdf5SparseHandle(SparseCOOHandle):
                 f"{self.location}: member {self._missing_filter} cannot be decoded by this "
                 "HDF5 build (install the plugin, e.g. hdf5plugin)"
             )
+        for u in self._unwritten.values():
+            u.check()
 
     def _slice(self, member: str, start: int, stop: int) -> np.ndarray:
         with read_errors(self.location):

@@ -61,6 +61,12 @@ class MtxHandle(ArrayHandle):
             raise StorageError(
                 f"{where}: cannot be read ({exc.strerror or one_line(exc)})"
             ) from exc
+        except OverflowError as exc:
+            # fast_matrix_market parses the size line into int64.
+            raise DataError(
+                f"{where}: malformed MatrixMarket header (a size on the size line does not fit "
+                f"in a 64-bit integer: {one_line(exc)})"
+            ) from exc
         except (ValueError, RuntimeError, IndexError, TypeError) as exc:
             raise DataError(f"{where}: malformed MatrixMarket header ({one_line(exc)})") from exc
         if field not in _FIELD_DTYPES:

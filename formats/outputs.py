@@ -1,4 +1,6 @@
-"""Output checks and atomic writers: check_output, write, write_json, read_result."""
+"""Output checks and atomic writers: check_output, write, write_json, read_result, and the
+two-phase API (stage, stage_json, Staged, commit_all) that commits an output and its report
+together."""
 
 from __future__ import annotations
 
@@ -7,13 +9,14 @@ import json
 import os
 import signal
 import threading
-from collections.abc import Iterable, Mapping
+import weakref
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import numpy as np
 
-from .atomic import commit, remove, staging_path
+from .atomic import commit, remove, staging_path, sync
 from .detect import detect_format, is_zarr_store
 from .dtypes import ACCEPTED_KINDS, dtype_name
 from .errors import FormatsError, OutputError, StorageError, UsageError
@@ -132,15 +135,25 @@ def _write_failure(final: Path, exc: BaseException) -> BaseException:
     return exc
 
 
+def _raise_mapped(final: Path, exc: BaseException) -> NoReturn:
+    """Re-raise `exc` (called inside its except block), OS errors as FormatsError."""
+    mapped = _write_failure(final, exc)
+    if mapped is exc or isinstance(exc, FormatsError):
+        raise exc
+    raise mapped from exc
+
+
 class _DeferredSignals:
-    """Hold SIGINT/SIGTERM while an output is staged and deliver them at safe checkpoints.
+    """Hold SIGINT/SIGTERM while an output is staged or committed; deliver them at safe points.
 
     An asynchronous KeyboardInterrupt (or an exception raised by a SIGTERM handler) can land
     inside a C callback or a destructor of h5py or zarr, where Python prints "Exception
     ignored" and drops it (the write then completes as if nothing happened), or while zarr's
     I/O thread is still writing chunks. So while staging, the handlers only record the signal;
     checkpoint() (between arrays, before the commit) calls the previous handler, which for
-    Python's default SIGINT handler raises KeyboardInterrupt there.
+    Python's default SIGINT handler raises KeyboardInterrupt there. On exit the handlers are
+    restored and signals still pending are delivered (also when an exception is propagating:
+    a signal is never dropped).
     Only in the main thread, and only for signals whose handler is a Python callable (a SIG_DFL
     SIGTERM still kills the process: the staging path may stay, the final path is untouched).
     """
@@ -171,24 +184,158 @@ class _DeferredSignals:
     def __exit__(self, *exc: object) -> None:
         for sig, handler in self.previous.items():
             signal.signal(sig, handler)
-        if exc[0] is None:
-            self.checkpoint()  # arrived during the commit: the output is whole, deliver now
+        self.checkpoint()  # arrived after the last checkpoint (e.g. during a commit)
 
 
-def _staged(final: Path, stage: Any, *, force: bool, is_dir: bool) -> None:
-    """Run `stage(staging, checkpoint)`, commit it; on ANY exception remove the staging path."""
-    staging = staging_path(final)
-    with _DeferredSignals() as signals:
+def _remove_if_owner(path: Path, pid: int) -> None:
+    if os.getpid() == pid:  # a forked child must not remove its parent's staging path
+        remove(path)
+
+
+class Staged:
+    """An output written to its staging path and synced, not yet visible at its final path.
+
+    `info` describes the output (what write() returns). commit() moves it into place (with
+    SIGINT/SIGTERM deferred until it is done); discard() removes the staging path. Both are
+    idempotent: commit() after commit() and discard() after anything do nothing; commit()
+    after discard() is a ValueError. As a context manager it discards on exit unless
+    committed. A Staged that is garbage-collected (or still staged at interpreter exit)
+    removes its staging path too.
+    """
+
+    def __init__(self, final: Path, *, force: bool, is_dir: bool, info: dict[str, Any]) -> None:
+        self.path = final
+        self.staging = staging_path(final)
+        self.info = info
+        self.force = force
+        self.is_dir = is_dir
+        self.state = "staged"  # -> "committed" | "discarded"
+        self._cleanup = weakref.finalize(self, _remove_if_owner, self.staging, os.getpid())
+
+    @property
+    def committed(self) -> bool:
+        return self.state == "committed"
+
+    def commit(self) -> None:
+        commit_all([self])
+
+    def discard(self) -> None:
+        if self.state == "committed":
+            return
+        self.state = "discarded"
+        self._cleanup()  # runs once; later calls do nothing
+
+    def _commit(self) -> None:
+        """Move into place; the caller defers signals. On failure the staging path is removed."""
+        if self.state == "committed":
+            return
+        if self.state == "discarded":
+            raise ValueError(f"{self.path}: the staged output was discarded, cannot commit it")
         try:
-            stage(staging, signals.checkpoint)
-            signals.checkpoint()
-            commit(staging, final, force=force, is_dir=is_dir)
+            commit(self.staging, self.path, force=self.force, is_dir=self.is_dir)
         except BaseException as exc:
-            remove(staging)
-            mapped = _write_failure(final, exc)
-            if mapped is exc or isinstance(exc, FormatsError):
-                raise
-            raise mapped from exc
+            self.discard()
+            _raise_mapped(self.path, exc)
+        self.state = "committed"
+        self._cleanup.detach()
+
+    def __enter__(self) -> Staged:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.discard()
+
+    def __repr__(self) -> str:
+        return f"<Staged {self.path} ({self.state})>"
+
+
+def commit_all(staged: Sequence[Staged]) -> None:
+    """Commit staged outputs in order, as one group for signals.
+
+    SIGINT/SIGTERM arriving while the group commits are delivered after the last commit, so an
+    interrupt never leaves the first output committed without the others. If a commit raises,
+    the outputs not yet committed are discarded and the exception propagates (the ones already
+    committed stay: a rename cannot be taken back safely).
+    """
+    items = list(staged)
+    for item in items:
+        if item.state == "discarded":
+            raise ValueError(f"{item.path}: the staged output was discarded, cannot commit it")
+    with _DeferredSignals():
+        try:
+            for item in items:
+                item._commit()
+        except BaseException:
+            for item in items:
+                item.discard()  # does nothing for the committed ones
+            raise
+
+
+def _stage(final: Path, fill: Any, *, force: bool, is_dir: bool, info: dict[str, Any]) -> Staged:
+    """Run `fill(staging, checkpoint)` and sync; on ANY exception remove the staging path."""
+    staged = Staged(final, force=force, is_dir=is_dir, info=info)
+    try:
+        with _DeferredSignals() as signals:
+            fill(staged.staging, signals.checkpoint)
+            signals.checkpoint()
+            sync(staged.staging, is_dir=is_dir)
+    except BaseException as exc:  # incl. a KeyboardInterrupt delivered when the block ends
+        staged.discard()
+        _raise_mapped(final, exc)
+    return staged
+
+
+def stage(
+    path: PathLike,
+    arrays: Mapping[str, Any],
+    attrs: Mapping[str, Any],
+    *,
+    force: bool = False,
+    inputs: Iterable[PathLike | URI] = (),
+) -> Staged:
+    """Everything write() does except the final commit: check, write the staging path, sync.
+
+    Commit the result with `.commit()` or `commit_all([...])`; use it as a context manager so
+    it is discarded when anything fails before the commit.
+    """
+    inputs = list(inputs)
+    final = check_output(path, force=force, inputs=inputs)
+    fmt = OUTPUT_EXTENSIONS[final.suffix.lower()]
+    arrays = _validated_arrays(arrays)
+    attrs = _validated_attrs(attrs)
+    backend = engine(fmt)
+    info = {
+        "path": str(final),
+        "format": fmt,
+        "arrays": {
+            name: {"shape": list(a.shape), "dtype": dtype_name(a.dtype)}
+            for name, a in arrays.items()
+        },
+    }
+    return _stage(
+        final,
+        lambda staging, checkpoint: backend.write_arrays(staging, arrays, attrs, checkpoint),
+        force=force,
+        is_dir=fmt == "zarr",
+        info=info,
+    )
+
+
+def stage_json(
+    path: PathLike, obj: Any, *, force: bool = False, inputs: Iterable[PathLike | URI] = ()
+) -> Staged:
+    """Stage a JSON file (indent 2, trailing newline) like write_json(), without committing."""
+    final = check_target(path, force=force, inputs=list(inputs))
+    if final.is_dir() and not final.is_symlink():
+        raise OutputError(f"{final}: is a directory, refusing to replace it with a file")
+    text = json.dumps(obj, indent=2, default=_json_default, ensure_ascii=False) + "\n"
+
+    def fill(staging: Path, checkpoint: Any) -> None:
+        with open(staging, "x", encoding="utf-8") as f:
+            f.write(text)
+            f.flush()
+
+    return _stage(final, fill, force=force, is_dir=False, info={"path": str(final)})
 
 
 def write(
@@ -200,43 +347,17 @@ def write(
     inputs: Iterable[PathLike | URI] = (),
 ) -> dict[str, Any]:
     """Write arrays and root attributes to one output atomically; the extension picks the format."""
-    inputs = list(inputs)
-    final = check_output(path, force=force, inputs=inputs)
-    fmt = OUTPUT_EXTENSIONS[final.suffix.lower()]
-    arrays = _validated_arrays(arrays)
-    attrs = _validated_attrs(attrs)
-    backend = engine(fmt)
-    _staged(
-        final,
-        lambda staging, checkpoint: backend.write_arrays(staging, arrays, attrs, checkpoint),
-        force=force,
-        is_dir=fmt == "zarr",
-    )
-    return {
-        "path": str(final),
-        "format": fmt,
-        "arrays": {
-            name: {"shape": list(a.shape), "dtype": dtype_name(a.dtype)}
-            for name, a in arrays.items()
-        },
-    }
+    with stage(path, arrays, attrs, force=force, inputs=inputs) as staged:
+        staged.commit()
+    return staged.info
 
 
 def write_json(
     path: PathLike, obj: Any, *, force: bool = False, inputs: Iterable[PathLike | URI] = ()
 ) -> None:
     """Atomic JSON file (indent 2, trailing newline); numpy scalars/arrays are converted."""
-    final = check_target(path, force=force, inputs=list(inputs))
-    if final.is_dir() and not final.is_symlink():
-        raise OutputError(f"{final}: is a directory, refusing to replace it with a file")
-    text = json.dumps(obj, indent=2, default=_json_default, ensure_ascii=False) + "\n"
-
-    def stage(staging: Path, checkpoint: Any) -> None:
-        with open(staging, "x", encoding="utf-8") as f:
-            f.write(text)
-            f.flush()
-
-    _staged(final, stage, force=force, is_dir=False)
+    with stage_json(path, obj, force=force, inputs=inputs) as staged:
+        staged.commit()
 
 
 def read_result(

@@ -12,12 +12,13 @@ import math
 import os
 import re
 import warnings
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from .detect import special_kind
 from .dtypes import dtype_refusal
 from .errors import DataError, InputMissingError, UsageError
 from .handle import ArrayHandle, RefusedError, cap_list, one_line, os_errors, refused_entry
@@ -144,12 +145,46 @@ def _chunk_coords(key: str, ndim: int) -> tuple[int, ...] | None:
     return tuple(int(p) for p in parts)
 
 
+def _stored_files(directory: Path) -> Iterator[tuple[str, os.DirEntry[str]]]:
+    """(key relative to `directory`, entry) for every non-directory entry below it.
+
+    Like os.walk: unreadable directories are skipped and symlinked directories not entered.
+    """
+    stack = [("", str(directory))]
+    while stack:
+        rel, current = stack.pop()
+        try:
+            with os.scandir(current) as it:
+                entries = list(it)
+        except OSError:
+            continue
+        for entry in entries:
+            key = f"{rel}/{entry.name}" if rel else entry.name
+            if entry.is_dir(follow_symlinks=False):
+                stack.append((key, entry.path))
+            else:
+                yield key, entry
+
+
+def _not_regular(entry: os.DirEntry[str]) -> str | None:
+    """Why a stored chunk entry must not be opened (FIFO, device, ...), or None."""
+    if entry.is_file():  # follows symlinks; no system call for a plain file on most systems
+        return None
+    try:
+        mode = entry.stat().st_mode
+    except OSError:
+        return "a dangling symbolic link"
+    return special_kind(mode) or "a directory"
+
+
 def _missing_chunks(arr: Any, directory: Path, where: str) -> tuple[int, int, str]:
     """(missing, total, unit) from one listing of the array's directory.
 
     zarr's own nchunks_initialized compares every expected key against a list of stored keys,
     which is quadratic (minutes for 10^5 chunks); here each stored key is parsed once and
     re-encoded with the array's own key encoding to make sure it is a chunk of this array.
+    A chunk that is not a regular file (a named pipe would block the read forever, a device
+    never end) is refused.
     """
     outer = arr.shards if getattr(arr, "shards", None) is not None else arr.chunks
     grid = tuple(-(-int(s) // int(c)) for s, c in zip(arr.shape, outer, strict=True))
@@ -158,17 +193,19 @@ def _missing_chunks(arr: Any, directory: Path, where: str) -> tuple[int, int, st
     found = 0
     encode = arr.metadata.encode_chunk_key
     with zarr_errors(where, "cannot list the stored chunks"):
-        for root, _, files in os.walk(directory):
-            rel = os.path.relpath(root, directory)
-            for name in files:
-                if rel == "." and name in _METADATA_FILES:
-                    continue
-                key = name if rel == "." else f"{rel}/{name}".replace(os.sep, "/")
-                coords = _chunk_coords(key, len(grid))
-                if coords is None or any(c >= g for c, g in zip(coords, grid, strict=True)):
-                    continue
-                if encode(coords) == key:
-                    found += 1
+        for key, entry in _stored_files(directory):
+            if "/" not in key and key in _METADATA_FILES:
+                continue
+            coords = _chunk_coords(key, len(grid))
+            if coords is None or any(c >= g for c, g in zip(coords, grid, strict=True)):
+                continue
+            if encode(coords) == key:
+                kind = _not_regular(entry)
+                if kind is not None:
+                    raise RefusedError(
+                        where, f"stored {unit[:-1]} '{key}' is not a regular file ({kind})"
+                    )
+                found += 1
     return total - found, total, unit
 
 

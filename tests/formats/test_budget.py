@@ -101,11 +101,13 @@ def test_shape_bombs_are_refused_under_an_address_space_limit(tmp_path, run_pyth
         and "truncated" in results["npz"]["no_budget"][1]
     )
     assert "chunks are missing" in results["zarr"]["no_budget"][1]
-    # HDF5 fill values are legitimate, so no file-size bound: the allocation itself fails
-    # under the limit, and that is still reported as a budget error, not a crash.
-    for name in ("hdf5", "hdf5-sparse"):
-        assert results[name]["no_budget"][0] == "BudgetError"
-        assert "out of memory" in results[name]["no_budget"][1]
+    # HDF5 chunks never written are refused like missing Zarr chunks (after the budget check).
+    assert results["hdf5"]["no_budget"][0] == "DataError"
+    assert "1000000 of 1000000 chunks were never written" in results["hdf5"]["no_budget"][1]
+    # The sparse bomb's members are written: the allocation itself fails under the limit, and
+    # that is still reported as a budget error, not a crash.
+    assert results["hdf5-sparse"]["no_budget"][0] == "BudgetError"
+    assert "out of memory" in results["hdf5-sparse"]["no_budget"][1]
     for mtx in ("mtx-array", "mtx-coordinate"):
         assert results[mtx]["no_budget"][0] == "DataError"
         assert "but the file has only" in results[mtx]["no_budget"][1]
@@ -122,6 +124,9 @@ def test_bombs_describe_without_reading(tmp_path, monkeypatch):
             with pytest.raises(F.BudgetError):
                 h.read(max_bytes=1 << 30)
         F.list_arrays(h.uri.path)
+    # One call counts the written chunks: 10^6 declared, none written, no per-chunk query.
+    with F.open(uris["hdf5"]) as h:
+        assert "1000000 of 1000000 chunks never written: read refused" in h.describe()["notes"]
 
 
 def test_human_units_in_budget_message(tmp_path):

@@ -272,6 +272,9 @@ def test_zarr_refused_dtypes_are_listed_without_breaking_the_listing(tmp_path):
         F.open(tmp_path / "text.zarr")
 
 
+_FIT = "does not fit in a 64-bit integer"
+
+
 @pytest.mark.parametrize(
     "text, reason",
     [
@@ -280,14 +283,53 @@ def test_zarr_refused_dtypes_are_listed_without_breaking_the_listing(tmp_path):
         ("%%MatrixMarket matrix coordinate real general\n", "header"),
         ("%%MatrixMarket tensor coordinate real general\n2 2 1\n1 1 1\n", "header"),
         ("%%MatrixMarket matrix coordinate real symmetric\n2 3 1\n1 1 1\n", "square"),
+        # Sizes beyond int64 (the parser's integer type): a DataError, never an OverflowError.
+        ("%%MatrixMarket matrix coordinate real general\n99999999999999999999 3 1\n1 1 1\n", _FIT),
+        ("%%MatrixMarket matrix coordinate real general\n3 99999999999999999999 1\n1 1 1\n", _FIT),
+        ("%%MatrixMarket matrix coordinate real general\n3 3 99999999999999999999\n1 1 1\n", _FIT),
+        ("%%MatrixMarket matrix coordinate real general\n9223372036854775808 3 1\n1 1 1\n", _FIT),
+        ("%%MatrixMarket matrix coordinate real general\n-9223372036854775809 3 1\n1 1 1\n", _FIT),
+        ("%%MatrixMarket matrix array real general\n3 99999999999999999999\n1\n", _FIT),
     ],
-    ids=["symmetry", "size-line", "no-size-line", "object", "non-square-symmetric"],
+    ids=[
+        "symmetry",
+        "size-line",
+        "no-size-line",
+        "object",
+        "non-square-symmetric",
+        "rows-overflow",
+        "cols-overflow",
+        "nnz-overflow",
+        "rows-2**63",
+        "rows-below-int64",
+        "array-cols-overflow",
+    ],
 )
 def test_mtx_malformed_header(tmp_path, text, reason):
     (tmp_path / "bad.mtx").write_text(text)
     with pytest.raises(F.DataError, match=reason) as err:
         F.open(tmp_path / "bad.mtx").read()
     assert "\n" not in str(err.value)
+    assert str(err.value).startswith(f"{tmp_path / 'bad.mtx'}: ")
+    # The listing reports the file as refused instead of failing.
+    (entry,) = F.list_arrays(tmp_path / "bad.mtx")["arrays"]
+    assert entry["notes"][0].startswith("refused: ") and reason.split("(")[0] in entry["notes"][0]
+
+
+def test_mtx_sizes_at_the_int64_limit(tmp_path):
+    # 2**63 - 1 parses, but no CSR index pointer (rows + 1 entries) can be built for it.
+    big = 2**63 - 1
+    (tmp_path / "edge.mtx").write_text(
+        f"%%MatrixMarket matrix coordinate real general\n{big} 3 1\n1 1 1\n"
+    )
+    h = F.open(tmp_path / "edge.mtx")
+    assert h.describe()["shape"] == [big, 3]
+    with pytest.raises(F.BudgetError, match="memory budget"):
+        h.read(max_bytes=1 << 30)  # the budget check comes first
+    with pytest.raises(F.DataError, match="too large to index with 64-bit integers"):
+        h.read()
+    with pytest.raises(F.DataError, match="too large to index"):
+        h.scan()
 
 
 @pytest.mark.parametrize(
@@ -375,6 +417,81 @@ def test_zarr_missing_chunk_is_an_error(tmp_path):
         assert str(store) in str(err.value)
         with pytest.raises(F.DataError, match="chunks are missing"):
             list(h.iter_blocks(1))
+
+
+def test_hdf5_storage_never_written_is_an_error(tmp_path):
+    # h5py itself returns the fill value for storage that was never written (checked below as
+    # the independent truth); rankwise refuses it, like a missing Zarr chunk.
+    path = tmp_path / "partial.h5"
+    a = np.arange(1.0, 41.0).reshape(8, 5)
+    with h5py.File(path, "w") as f:
+        d = f.create_dataset("partial", shape=(8, 5), chunks=(2, 5), dtype="f8", fillvalue=-1.0)
+        d[:6] = a[:6]  # the chunk of rows 6-7 is never written
+        f.create_dataset("contiguous", shape=(3, 3), dtype="f8")  # nothing written
+        f.create_dataset("scalar", shape=(), dtype="f8")  # nothing written
+        f.create_dataset("full", shape=(8, 5), chunks=(3, 2), dtype="f8")[...] = a  # edge chunks
+        f.create_dataset("zeros", data=np.zeros((4, 4)), chunks=(2, 2))  # equal to the fill value
+        f.create_dataset("empty", shape=(0, 5), chunks=(1, 5), maxshape=(None, 5), dtype="f8")
+        compact = h5py.h5p.create(h5py.h5p.DATASET_CREATE)
+        compact.set_layout(h5py.h5d.COMPACT)  # stored in the object header, allocated at once
+        f.create_dataset("compact", data=a[:2], dcpl=compact)
+        f.create_dataset("compact_unwritten", shape=(2,), dtype="f8", dcpl=compact)
+        assert (f["partial"][6:] == -1.0).all() and (f["contiguous"][()] == 0).all()
+
+    h = F.open(f"{path}:/partial")
+    assert "1 of 4 chunks never written: read refused" in h.describe()["notes"]
+    with pytest.raises(F.BudgetError):
+        h.read(max_bytes=100)  # the budget check comes first
+    msg = (
+        rf"{path}:/partial: 1 of 4 chunks were never written; HDF5 would return the fill "
+        r"value \(-1.0\) for them"
+    )
+    with pytest.raises(F.DataError, match=msg) as err:
+        h.read()
+    assert "\n" not in str(err.value)
+    with pytest.raises(F.DataError, match=msg):
+        next(h.iter_blocks(2))  # refused before the first block, even one fully written
+    with pytest.raises(F.DataError, match=msg):
+        h.scan()
+
+    for name in ("contiguous", "scalar"):
+        h = F.open(f"{path}:/{name}")
+        assert "data never written (no storage allocated): read refused" in h.describe()["notes"]
+        with pytest.raises(F.DataError, match="the data was never written .*fill value"):
+            h.read()
+        with pytest.raises(F.DataError, match="never written"):
+            h.scan()
+
+    np.testing.assert_array_equal(F.open(f"{path}:/full").read(), a)
+    assert [b.shape for _, b in F.open(f"{path}:/full").iter_blocks(3)] == [(3, 5)] * 2 + [(2, 5)]
+    np.testing.assert_array_equal(F.open(f"{path}:/zeros").read(), np.zeros((4, 4)))
+    np.testing.assert_array_equal(F.open(f"{path}:/compact").read(), a[:2])
+    assert "layout: compact" in F.open(f"{path}:/compact").describe()["notes"]
+    # Compact storage is allocated and filled when the dataset is created: HDF5 keeps no
+    # record of it being "unwritten", so it reads like written fill values.
+    np.testing.assert_array_equal(F.open(f"{path}:/compact_unwritten").read(), np.zeros(2))
+    assert F.open(f"{path}:/empty").read().shape == (0, 5)
+    assert F.open(f"{path}:/empty").scan() == {"nan": 0, "inf": 0, "nnz": 0}
+
+    # Listing describes every dataset (nothing refused at listing time) with the notes.
+    listing = {e["name"]: e for e in F.list_arrays(path)["arrays"]}
+    assert set(listing) == {
+        "/partial", "/contiguous", "/scalar", "/full", "/zeros", "/empty", "/compact",
+        "/compact_unwritten",
+    }  # fmt: skip
+    assert listing["/partial"]["shape"] == [8, 5]
+    assert "1 of 4 chunks never written: read refused" in listing["/partial"]["notes"]
+    for name in ("/full", "/zeros", "/empty", "/compact"):
+        assert not any("never written" in n for n in listing[name]["notes"]), name
+
+
+def test_hdf5_outputs_of_every_shape_are_fully_written(tmp_path):
+    # rankwise's own outputs must never trip the check (zero-size, 0-d, all-zero arrays).
+    arrays = {"z": np.zeros((3, 4)), "e": np.zeros((0, 2)), "s": np.array(0.0), "i": np.arange(3)}
+    F.write(tmp_path / "o.h5", arrays, {})
+    got, _ = F.read_result(tmp_path / "o.h5")
+    for k, v in arrays.items():
+        np.testing.assert_array_equal(got[k], v)
 
 
 def test_zarr_default_writer_skipping_fill_chunks_is_refused(tmp_path):
@@ -550,3 +667,106 @@ def test_hdf5_link_cycles_and_dangling_links(tmp_path):
         F.open(f"{path}:/dangling")
     np.testing.assert_array_equal(F.open(f"{path}:/relative").read(), np.arange(3.0))
     np.testing.assert_array_equal(F.open(f"{path}:/g/up/up/x").read(), np.arange(3.0))
+
+
+# -- scan(): `info --scan` catches FormatsError per entry ------------------------------------
+
+
+def _scan_h5_unwritten(tmp):
+    with h5py.File(tmp / "u.h5", "w") as f:
+        f.create_dataset("x", shape=(4, 4), chunks=(2, 2), dtype="f8")
+    return f"{tmp / 'u.h5'}:/x", F.DataError, "never written"
+
+
+def _scan_h5_corrupt(tmp):
+    path = tmp / "c.h5"
+    with h5py.File(path, "w") as f:
+        f.create_dataset("x", data=np.arange(1000.0), chunks=(500,), compression="gzip")
+        info = f["x"].id.get_chunk_info(1)
+    with open(path, "r+b") as raw:
+        raw.seek(info.byte_offset)
+        raw.write(b"\xff" * info.size)
+    return f"{path}:/x", F.DataError, "cannot decode"
+
+
+def _scan_zarr_missing(tmp):
+    import zarr
+
+    z = zarr.create_array(store=tmp / "m.zarr", shape=(4,), chunks=(2,), dtype="f8")
+    z[...] = np.arange(1.0, 5.0)
+    os.remove(tmp / "m.zarr" / "c" / "0")
+    return str(tmp / "m.zarr"), F.DataError, "chunks are missing"
+
+
+def _scan_npy_truncated(tmp):
+    np.save(tmp / "t.npy", np.arange(100.0))
+    data = (tmp / "t.npy").read_bytes()
+    (tmp / "t.npy").write_bytes(data[:-8])
+    return str(tmp / "t.npy"), F.DataError, "truncated"
+
+
+def _scan_npy_row_over_budget(tmp):
+    np.save(tmp / "wide.npy", np.zeros((2, 1000)))  # one row is 8000 bytes
+    return str(tmp / "wide.npy"), F.BudgetError, "memory budget"
+
+
+def _scan_npy_extent(tmp):
+    import numpy.lib.format as npf
+
+    with open(tmp / "x.npy", "wb") as f:  # zero bytes of data, but an extent beyond int64
+        npf.write_array_header_1_0(f, {"descr": "<f8", "fortran_order": False, "shape": (2**64, 0)})
+    return str(tmp / "x.npy"), F.DataError, "too large to index"
+
+
+def _scan_mtx_body(tmp):
+    (tmp / "b.mtx").write_text("%%MatrixMarket matrix coordinate real general\n3 3 1\n4 1 5\n")
+    return str(tmp / "b.mtx"), F.DataError, "out of bounds"
+
+
+def _scan_npz_crc(tmp):
+    a = np.arange(20000.0)  # large enough that zipfile checks the CRC at the end, not at open
+    np.savez(tmp / "c.npz", a=a)
+    blob = bytearray((tmp / "c.npz").read_bytes())
+    blob[blob.index(a.tobytes()[80000:80008])] ^= 0xFF
+    (tmp / "c.npz").write_bytes(bytes(blob))
+    return f"{tmp / 'c.npz'}:a", F.DataError, "corrupt"
+
+
+@pytest.mark.parametrize(
+    "build",
+    [
+        _scan_h5_unwritten,
+        _scan_h5_corrupt,
+        _scan_zarr_missing,
+        _scan_npy_truncated,
+        _scan_npy_row_over_budget,
+        _scan_npy_extent,
+        _scan_mtx_body,
+        _scan_npz_crc,
+    ],
+    ids=lambda f: f.__name__.removeprefix("_scan_"),
+)
+def test_scan_raises_formats_errors(tmp_path, build):
+    uri, expected, reason = build(tmp_path)
+    with F.open(uri, max_bytes=4096) as h:  # open and describe work
+        h.describe()
+        with pytest.raises(expected, match=reason) as err:
+            h.scan()
+    assert isinstance(err.value, F.FormatsError) and "\n" not in str(err.value)
+
+
+def test_out_of_memory_while_streaming_is_a_budget_error(tmp_path, monkeypatch):
+    from rankwise.formats import hdf5
+
+    with h5py.File(tmp_path / "m.h5", "w") as f:
+        f["x"] = np.ones((4, 3))
+
+    def no_memory(self, start, stop):
+        raise MemoryError
+
+    monkeypatch.setattr(hdf5.Hdf5DenseHandle, "_read_rows", no_memory)
+    h = F.open(f"{tmp_path / 'm.h5'}:/x")
+    with pytest.raises(F.BudgetError, match="out of memory reading blocks of"):
+        h.scan()
+    with pytest.raises(F.BudgetError, match="out of memory"):
+        list(h.iter_blocks(2))

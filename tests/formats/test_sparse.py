@@ -192,3 +192,34 @@ def test_zarr_sparse_member_missing_chunk_is_refused(tmp_path):
     assert any("chunks missing" in n for n in h.describe()["notes"])
     with pytest.raises(F.DataError, match="chunks are missing"):
         h.read()
+
+
+def test_hdf5_sparse_members_never_written_are_refused(tmp_path):
+    path = tmp_path / "unwritten.h5"
+    with h5py.File(path, "w") as f:
+        g = f.create_group("data_missing")  # row/col written, data chunks never written
+        g["row"], g["col"], g["shape"] = ROW, COL, np.array(SHAPE)
+        d = g.create_dataset("data", shape=DATA.shape, chunks=(2,), dtype="f8", fillvalue=0.0)
+        d[:4] = DATA[:4]
+        g = f.create_group("shape_missing")
+        g["row"], g["col"], g["data"] = ROW, COL, DATA
+        g.create_dataset("shape", shape=(2,), dtype="i8")  # would read as a 0×0 matrix
+    h = F.open(f"{path}:/data_missing")
+    assert (
+        "sparse member 'data': 2 of 4 chunks never written: read refused" in h.describe()["notes"]
+    )
+    msg = r"data_missing/data: 2 of 4 chunks were never written; HDF5 would return the fill value"
+    with pytest.raises(F.DataError, match=msg):
+        h.read()
+    h.entry_chunk = 2
+    with pytest.raises(F.DataError, match=msg):
+        list(h.iter_blocks(2, max_bytes=h.read_nbytes - 1))  # the streaming path
+    with pytest.raises(F.DataError, match=msg):
+        h.scan()
+    # The shape is needed to describe the matrix, so its absence is refused at once.
+    with pytest.raises(F.DataError, match="shape_missing/shape: the data was never written"):
+        F.open(f"{path}:/shape_missing")
+    listing = {e["name"]: e for e in F.list_arrays(path)["arrays"]}
+    assert listing["/data_missing"]["shape"] == list(SHAPE)
+    assert "never written" in listing["/shape_missing"]["notes"][0]
+    assert listing["/shape_missing"]["notes"][0].startswith("refused: ")
