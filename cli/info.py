@@ -25,14 +25,20 @@ def info(
     """Every array in a file or store (or the one a URI names): shape, dtype, chunks,
     compression, nnz; NaN/Inf counts with --scan."""
     with guarded("info", debug):
-        listing = _info(uri, scan, max_memory)
+        listing, failed = _info(uri, scan, max_memory)
         if json_:
             sys.stdout.write(json.dumps(listing, indent=2, allow_nan=False) + "\n")
         else:
             _print_table(listing)
+        if failed:
+            from rankwise.formats import DataError
+
+            raise DataError(f"{failed[0]} (and {len(failed) - 1} more; see the notes)"
+                            if len(failed) > 1 else failed[0])  # fmt: skip
 
 
-def _info(uri: str, scan: bool, max_memory: str | None) -> dict:
+def _info(uri: str, scan: bool, max_memory: str | None) -> tuple[dict, list[str]]:
+    """The listing, and the errors of arrays whose scan failed (listed, not fatal)."""
     from rankwise import formats
 
     from .runtime import resolve_memory
@@ -52,13 +58,19 @@ def _info(uri: str, scan: bool, max_memory: str | None) -> dict:
             }
         uris = [parsed.raw]
     listing["uri"] = uri
+    failed: list[str] = []
     if scan:
         for entry, u in zip(listing["arrays"], uris, strict=True):
             if u is None or any(str(n).startswith("refused") for n in entry.get("notes", [])):
                 continue
-            with formats.open_array(u, max_bytes=budget) as h:
-                entry.update(h.scan())
-    return listing
+            try:
+                with formats.open_array(u, max_bytes=budget) as h:
+                    entry.update(h.scan())
+            except formats.FormatsError as exc:
+                msg = " ".join(str(exc).split())
+                entry.setdefault("notes", []).append(f"scan failed: {msg}")
+                failed.append(msg)
+    return listing, failed
 
 
 def _fmt(v) -> str:

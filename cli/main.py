@@ -16,6 +16,7 @@ app = typer.Typer(
     no_args_is_help=True,
     add_completion=True,
     pretty_exceptions_enable=False,
+    rich_markup_mode=None,  # plain help: rich markup would eat the "[default: …]" texts
     context_settings={"help_option_names": ["-h", "--help"]},
 )
 
@@ -53,12 +54,28 @@ def _on_sigterm(signum, frame):
     raise Terminated()
 
 
+def _quiet_libraries(argv: list[str]) -> None:
+    """Expected errors are one line: library warnings (numpy overflow, asyncio tasks torn
+    down by zarr on a failed read) would add more. --debug keeps them."""
+    if "--debug" in argv:
+        return
+    import logging
+    import warnings
+
+    warnings.simplefilter("ignore")
+    logging.getLogger("asyncio").setLevel(logging.CRITICAL)
+
+
 def main(argv: list[str] | None = None) -> None:
     signal.signal(signal.SIGTERM, _on_sigterm)
+    _quiet_libraries(sys.argv[1:] if argv is None else argv)
     command = typer.main.get_command(app)
     try:
         code = command.main(args=argv, prog_name="rankwise", standalone_mode=False)
     except Exception as exc:  # click-style usage errors carry exit_code and format_message
+        if type(exc).__name__ == "NoArgsIsHelpError":  # bare `rankwise`: the help, as usage
+            sys.stdout.write(exc.format_message().rstrip() + "\n")
+            sys.exit(exc.exit_code)
         if hasattr(exc, "format_message") and hasattr(exc, "exit_code"):
             ctx = getattr(exc, "ctx", None)
             path = ctx.command_path if ctx is not None else "rankwise"

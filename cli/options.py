@@ -28,7 +28,7 @@ MaxMemory = Annotated[
         show_default=False,
     ),
 ]
-Seed = Annotated[int, typer.Option("--seed", help="Seed of every random step.")]
+Seed = Annotated[int, typer.Option("--seed", min=0, help="Seed of every random step.")]
 ReportPath = Annotated[
     Path | None,
     typer.Option(

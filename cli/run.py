@@ -75,6 +75,9 @@ class Run:
         self.timer = Timer()
         self.started = _now()
         self.threads, self.threads_source = resolve_threads(common.threads)
+        cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None
+        if cpus and self.threads > cpus:
+            self.warn(f"{self.threads} threads on {cpus} CPU(s): BLAS will oversubscribe them")
         self.budget, self.budget_source = resolve_memory(common.max_memory)
         self.inputs: list[Path] = []
         self.output: Path | None = None
@@ -89,8 +92,8 @@ class Run:
     # --- progress ---------------------------------------------------------------------
 
     @contextmanager
-    def stage(self, name: str, label: str):
-        """Time a stage and show a spinner for it when stderr is a terminal."""
+    def step(self, name: str, label: str):
+        """Time a step and show a spinner for it when stderr is a terminal."""
         ctx = (
             self._console.status(f"[bold]{self.command}[/]: {label}")
             if self._console is not None
@@ -136,29 +139,32 @@ class Run:
         )
 
     def read(self, handle):
-        with self.stage("read", f"reading {handle.uri.raw}"):
+        with self.step("read", f"reading {handle.uri.raw}"):
             return handle.read(max_bytes=self.budget)
 
     @contextmanager
     def compute(self, label: str = "computing"):
         from threadpoolctl import threadpool_limits
 
-        with self.stage("compute", label), threadpool_limits(limits=self.threads):
+        with self.step("compute", label), threadpool_limits(limits=self.threads):
             yield
 
-    def write(self, arrays: dict, attrs: dict) -> dict:
+    def stage(self, arrays: dict, attrs: dict):
+        """Write the output to its staging path; it becomes visible only with the report
+        in :meth:`finish` (a ``formats.Staged``: use it as a context manager)."""
         from rankwise import formats
 
         attrs = {"kind": self.command, "rankwise_version": rankwise_version(), **attrs}
-        with self.stage("write", f"writing {self.output}"):
-            return formats.write(
+        with self.step("write", f"writing {self.output}"):
+            return formats.stage(
                 self.output, arrays, attrs, force=self.common.force, inputs=self.inputs
             )
 
     # --- report -----------------------------------------------------------------------
 
     def input_section(self, handle, data, *, missing: int = 0, nonfinite: int = 0,
-                      fingerprint: str | None = None) -> dict:  # fmt: skip
+                      fingerprint: str | None = None, nnz: int | None = None) -> dict:  # fmt: skip
+        """``nnz`` overrides the header's count (symmetric MatrixMarket stores one triangle)."""
         from rankwise import formats
 
         path = handle.uri.path
@@ -174,15 +180,18 @@ class Run:
             "shape": [int(s) for s in handle.shape],
             "dtype": str(handle.dtype),
             "sparse": bool(handle.sparse),
-            "nnz": None if handle.nnz is None else int(handle.nnz),
+            "nnz": int(nnz)
+            if nnz is not None
+            else (None if handle.nnz is None else int(handle.nnz)),
             "missing": int(missing),
             "nonfinite": int(nonfinite),
             "size_bytes": size,
             "fingerprint": fingerprint or formats.fingerprint(data),
         }
 
-    def finish(self, report: dict, summary: str) -> None:
-        """Fill in the shared report fields, write the report last, print the summary."""
+    def finish(self, report: dict, summary: str, staged) -> None:
+        """Fill in the shared report fields, then commit the staged output and the report
+        together (signals deferred between the two renames), then print the summary."""
         from rankwise import formats
 
         with self.threadpool_snapshot() as blas:
@@ -204,9 +213,9 @@ class Run:
             finished_at=_now(),
         )
         text = json.dumps(report, indent=2, allow_nan=False) + "\n"
-        formats.write_json(
-            self.report_path, json.loads(text), force=self.common.force, inputs=self.inputs
-        )
+        with formats.stage_json(self.report_path, json.loads(text), force=self.common.force,
+                                inputs=self.inputs) as staged_report:  # fmt: skip
+            formats.commit_all([staged, staged_report])
         if self.common.json:
             sys.stdout.write(text)
             sys.stdout.flush()

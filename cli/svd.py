@@ -70,7 +70,7 @@ def svd(
         typer.Option(
             "--power-iters",
             help="Subspace iterations (randomized, streaming) [default: adaptive — iterate "
-            "until the rank-k error estimate improves by < 0.1%, at most 10; 2 per block with "
+            "until the rank-k error estimate improves by < 0.5%, at most 10; 2 per block with "
             "an accuracy rule].",
             show_default=False,
         ),
@@ -79,8 +79,8 @@ def svd(
         int | None,
         typer.Option(
             "--spectral-iters",
-            help="Power iterations estimating ‖A − UΣVᵀ‖₂ for the report [default: 2; 1 when "
-            "streaming; 0 skips it]. Exact SVDs report σ_{k+1} instead.",
+            help="Block-Krylov products estimating ‖A − UΣVᵀ‖₂ for the report [default: 3; 2 "
+            "when streaming; 0 skips it]. Exact SVDs report σ_{k+1} instead.",
             show_default=False,
         ),
     ] = None,
@@ -122,6 +122,8 @@ def _svd(run: Run, uri, output, rule, method, center, oversample, power_iters, b
     from rankwise.core import svd as core_svd
     from rankwise.core.validate import check_finite
 
+    core_svd.check_parameters(oversample=oversample, power_iters=power_iters,
+                              block_size=block_size, spectral_iters=spectral_iters)  # fmt: skip
     handle = run.open_input(uri)
     run.prepare_outputs(output)
     streamable = not handle.sparse and handle.format in STREAMABLE_FORMATS
@@ -156,13 +158,25 @@ def _svd(run: Run, uri, output, rule, method, center, oversample, power_iters, b
         )  # fmt: skip
     if hasher is not None:
         fingerprint = hasher.hexdigest()
-    out = run.write(res.arrays, {"rank": int(res.rank["value"]), "method": res.method})
+    with run.stage(res.arrays, {"rank": int(res.rank["value"]), "method": res.method}) as staged:
+        _report_and_commit(run, staged, handle, data, fingerprint, rule, method, center,
+                           oversample, res)  # fmt: skip
+
+
+def _report_and_commit(run, staged, handle, data, fingerprint, rule, method, center,
+                       oversample, res):  # fmt: skip
+    out = staged.info
     for w in res.warnings:
         run.warn(w)
     rep = run.report_head(["rankwise", *sys.argv[1:]])
     rep.update(
-        input=run.input_section(handle, data, fingerprint=fingerprint),
-        output={**out, "report": str(run.report_path)},
+        input=run.input_section(
+            handle,
+            data,
+            fingerprint=fingerprint,
+            nnz=getattr(data, "nnz", None) if handle.sparse else None,
+        ),
+        output={**out, "report": str(run.report_path.resolve())},
         parameters={
             "rank": rule.value if rule.kind == "rank" else None,
             "tol": rule.value if rule.kind == "tol" else None,
@@ -171,9 +185,11 @@ def _svd(run: Run, uri, output, rule, method, center, oversample, power_iters, b
             "method": method,
             "center": center,
             "oversample": oversample,
-            "power_iters": "auto" if power_iters is None else power_iters,
-            "block_size": "auto" if block_size is None else block_size,
-            "spectral_iters": "auto" if spectral_iters is None else spectral_iters,
+            # effective values; "auto" choices resolved (null where the method has none)
+            "power_iters": res.details.get("power_iters"),
+            "power_iters_mode": res.details.get("power_iters_mode"),
+            "block_size": res.details.get("block_size"),
+            "spectral_iters": res.details.get("spectral_iters"),
             "seed": run.common.seed,
             "threads": run.threads,
             "max_memory_bytes": run.budget,
@@ -199,4 +215,5 @@ def _svd(run: Run, uri, output, rule, method, center, oversample, power_iters, b
         rep,
         f"rank {res.rank['value']} ({rule_txt}, {res.method}), relative error {err:.3g} "
         f"→ {run.output}; report {run.report_path}",
+        staged,
     )

@@ -19,9 +19,10 @@ from .rank import RankRule, Spectrum, select_rank
 from .validate import power_of_two_scale
 
 # Adaptive subspace iteration stops once one more iteration improves the rank-k error
-# estimate by less than this fraction of it. Convergence is geometric, so with a
-# contraction ratio ρ ≤ 0.9 the error left is below 10·POWER_TOL ≈ 1% of the error.
-POWER_TOL = 1e-3
+# estimate by less than this fraction of it. Convergence is geometric, so the error left is
+# a small multiple of the last improvement: across decaying, slowly decaying, flat-tailed and
+# stepped spectra the result stayed within 0.3% of the optimal error (benchmarks/).
+POWER_TOL = 5e-3
 MAX_POWER_ITERS = 10
 
 

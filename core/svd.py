@@ -361,6 +361,7 @@ def truncated_svd(a, rule: RankRule, *, method: str = "auto", center: bool = Fal
     if spectral_iters is None:
         spectral_iters = 2 if used == "streaming" else 3
     metrics = _certify(op, u, s, vt, spec, used, k, err_sq, rng, spectral_iters)
+    details["spectral_iters"] = None if used == "exact" else int(spectral_iters)
     metrics["singular_values_computed"] = [float(x) for x in spec.s]
     by_rule = ranks_by_rule(spec, work_rule)
     by_rule[0]["threshold"] = rule.value

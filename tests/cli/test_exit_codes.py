@@ -168,3 +168,90 @@ def test_zip_that_is_not_npz_is_65(cli, tmp_path):
     with zipfile.ZipFile(tmp_path / "z.npz", "w") as z:
         z.writestr("x.npy", b"not an npy file at all")
     one_error_line(cli("svd", "z.npz", "-o", "o.h5", "--rank", "1", expect=65))
+
+
+def test_negative_seed_is_a_usage_error(cli, good):
+    one_error_line(cli("svd", good, "-o", "o.h5", "--rank", "1", "--seed", "-1", expect=2),
+                   "--seed")  # fmt: skip
+
+
+def test_bad_numbers_refused_before_reading(cli, tmp_path):
+    # The input is missing: a parameter error must win, since it is checked first.
+    one_error_line(cli("svd", "absent.npy", "-o", "o.h5", "--rank", "1", "--oversample", "-1",
+                       expect=2), "oversample")  # fmt: skip
+
+
+def test_bare_command_prints_usage(cli):
+    proc = cli(expect=2)
+    assert proc.stdout.startswith("Usage: rankwise") and proc.stderr == ""
+
+
+def test_extreme_magnitudes_give_one_clean_run(cli, tmp_path):
+    rng = np.random.default_rng(1)
+    np.save(tmp_path / "big.npy", rng.standard_normal((40, 20)) * 1e160)
+    for method in ("exact", "randomized", "lanczos"):
+        proc = cli("svd", "big.npy", "-o", f"{method}.h5", "--rank", "2", "--method", method)
+        assert "Traceback" not in proc.stderr and "RuntimeWarning" not in proc.stderr
+
+
+def test_internal_errors_are_1_with_one_line(tmp_path, monkeypatch, capsys):
+    # A bug is simulated in process: the mapping must say "internal error" and exit 1.
+    import rankwise.core.svd as core_svd
+    from rankwise.cli.main import main
+
+    np.save(tmp_path / "x.npy", np.ones((5, 4)))
+    monkeypatch.chdir(tmp_path)
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("simulated bug")
+
+    monkeypatch.setattr(core_svd, "truncated_svd", broken)
+    with pytest.raises(SystemExit) as exc:
+        main(["svd", "x.npy", "-o", "o.h5", "--rank", "1"])
+    assert exc.value.code == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "internal error" in err and "simulated bug" in err
+    assert not (tmp_path / "o.h5").exists()
+
+
+@pytest.fixture
+def full_disk(tmp_path):
+    mnt = tmp_path / "small"
+    mnt.mkdir()
+    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", str(mnt)],
+                          capture_output=True)  # fmt: skip
+    if done.returncode != 0:
+        pytest.skip("cannot mount a small tmpfs here (needs root)")
+    yield mnt
+    subprocess.run(["umount", str(mnt)], check=False)
+
+
+def test_disk_full_is_74_and_leaves_nothing(cli, tmp_path, full_disk):
+    np.save(tmp_path / "a.npy", np.random.default_rng(2).standard_normal((2000, 100)))
+    line = one_error_line(cli("svd", "a.npy", "-o", full_disk / "o.h5", "--rank", "50",
+                              expect=74))  # fmt: skip
+    assert "o.h5" in line
+    assert list(full_disk.iterdir()) == []  # no output, no report, no staging leftovers
+
+
+@pytest.mark.slow
+def test_interrupt_while_staging_the_output_leaves_neither_output_nor_report(tmp_path):
+    # U is 400000×60 (190 MB): writing it takes long enough to be caught mid-way.
+    np.save(tmp_path / "tall.npy", np.random.default_rng(3).standard_normal((400_000, 60)))
+    proc = subprocess.Popen(
+        [rankwise_exe(), "svd", "tall.npy", "-o", "o.h5", "--rank", "60", "--method", "exact"],
+        cwd=tmp_path, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and proc.poll() is None:
+        if any(".rankwise-staging-" in p.name for p in tmp_path.iterdir()):
+            os.kill(proc.pid, signal.SIGINT)
+            break
+        time.sleep(0.002)
+    _, err = proc.communicate(timeout=120)
+    names = sorted(p.name for p in tmp_path.iterdir())
+    if proc.returncode == 0:  # the signal came after the commit: both are there
+        assert names == ["o.h5", "o.report.json", "tall.npy"]
+    else:
+        assert proc.returncode == 130 and len(err.strip().splitlines()) == 1, err
+        assert names == ["tall.npy"], names

@@ -63,3 +63,16 @@ def test_help_and_version(cli):
     assert "svd" in out and "info" in out
     assert cli("--version").stdout.startswith("rankwise ")
     assert "--power-iters" in cli("svd", "--help").stdout
+
+
+def test_info_scan_lists_every_array_even_when_one_is_broken(cli, tmp_path):
+    with h5py.File(tmp_path / "odd.h5", "w") as f:
+        f["good"] = np.ones((3, 3))
+        g = f.create_group("bad")
+        g["row"], g["col"] = np.array([0, 9]), np.array([1, 1])  # row 9 is out of range
+        g["data"], g["shape"] = np.array([1.0, 2.0]), np.array([3, 3])
+    proc = cli("info", "odd.h5", "--scan", "--json", expect=65)
+    by = {a["name"].lstrip("/"): a for a in json.loads(proc.stdout)["arrays"]}
+    assert by["good"]["nnz"] == 9
+    assert any("scan failed" in n for n in by["bad"]["notes"])
+    assert proc.stderr.count("\n") == 1

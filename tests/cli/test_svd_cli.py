@@ -242,3 +242,28 @@ def test_progress_only_on_a_terminal_and_not_quiet(tmp_path, matrix_npy):
     code, err = _stderr_on_a_terminal(tmp_path, "svd", "a.npy", "-o", "q.h5", "--rank", "3",
                                       "--quiet")  # fmt: skip
     assert code == 0 and err == ""
+
+
+@pytest.mark.parametrize("method", ["exact", "randomized", "lanczos"])
+def test_same_input_and_seed_give_the_same_file_bytes(cli, tmp_path, matrix_npy, method):
+    import hashlib
+
+    def digest(path):
+        files = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
+        h = hashlib.sha256()
+        for f in files:
+            h.update(f.relative_to(path).as_posix().encode() if path.is_dir() else b"")
+            h.update(f.read_bytes())
+        return h.hexdigest()
+
+    for ext in (".h5", ".npz", ".zarr"):
+        for run in ("a", "b"):
+            cli("svd", "a.npy", "-o", f"{run}{ext}", "--rank", "4", "--method", method,
+                "--seed", "3", "-q", "--report", f"{run}{ext}.json")  # fmt: skip
+        assert digest(tmp_path / f"a{ext}") == digest(tmp_path / f"b{ext}")
+
+
+def test_symmetric_mtx_reports_expanded_nnz(cli, tmp_path):
+    cli("svd", SAMPLES / "mass.mtx", "-o", "o.h5", "--rank", "2")
+    rep = load_report(tmp_path / "o.report.json")
+    assert rep["input"]["nnz"] == 898  # 599 stored entries, both triangles counted
