@@ -26,13 +26,16 @@ def svd_flip(u: np.ndarray, vt: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 def thin_svd(a: np.ndarray, *, overwrite: bool = False, recompute=None):
     """Thin SVD by LAPACK gesdd, falling back to gesvd when gesdd does not converge.
 
-    Returns ``(u, s, vt, driver)``. A C-ordered input is factorised as its (F-ordered)
-    transpose, which spares LAPACK a reordering copy. With ``overwrite`` the input may be
-    destroyed; ``recompute()`` must then rebuild it for the fallback.
+    Returns ``(u, s, vt, driver)``. A C-ordered input with m ≤ n is factorised as its
+    (F-ordered) transpose, which spares LAPACK a reordering copy. With ``overwrite`` the
+    input may be destroyed; ``recompute()`` must then rebuild it for the fallback.
     """
     import scipy.linalg as sla
 
-    transpose = a.flags.c_contiguous and not a.flags.f_contiguous and a.ndim == 2
+    # Transposing a C-ordered matrix gives LAPACK an F-ordered one without a copy; only
+    # worth it when the transpose is not wide (LAPACK's wide paths are much slower).
+    transpose = (a.flags.c_contiguous and not a.flags.f_contiguous and a.ndim == 2
+                 and a.shape[0] <= a.shape[1])  # fmt: skip
     m = a.T if transpose else a
 
     def run(mat, driver, over):
@@ -118,7 +121,9 @@ def _cholqr_steps(y: np.ndarray, *, overwrite: bool = False):
     s = sla.svdvals(r1, check_finite=False)
     if not np.isfinite(s).all() or s[-1] <= 0 or s[0] / s[-1] > limit:
         return None
-    q1 = _solve_right_upper(y, r1, overwrite=overwrite)
+    # Q1 = Y R1⁻¹ as a product with the explicit inverse: gemm runs at twice trsm's speed
+    # here, and the second CholeskyQR pass repairs the orthogonality either way.
+    q1 = y @ sla.solve_triangular(r1, np.eye(r1.shape[0], dtype=r1.dtype), check_finite=False)
     try:
         r2 = sla.cholesky(_gram_upper(q1), lower=False, check_finite=False)
     except np.linalg.LinAlgError:
@@ -147,27 +152,76 @@ def orth(y: np.ndarray) -> np.ndarray:
     return qr_tall(y, overwrite=True)[0]
 
 
-def tall_svd(a: np.ndarray):
-    """Thin SVD of a matrix with m ≫ n (or n ≫ m, by transposition) through a QR.
+# Row blocks of the tall-skinny SVD: large enough for BLAS-3 efficiency, small enough that a
+# block of A and its image stay in cache while the Gram of the image is accumulated.
+TALL_BLOCK_BYTES = 4 << 20
 
-    ``A = Q1 R1``, ``Q1 = Q R2`` (CholeskyQR2), ``R2 R1 = Ur Σ Vᵀ`` and ``U = Q1 (R2⁻¹ Ur)``:
-    about 5mn² BLAS-3 flops instead of gesdd's bidiagonalisation of the whole matrix. When the
-    condition estimate is too large for CholeskyQR2 the QR is Householder's. Returns
-    ``(u, s, vt, how)``.
+
+def _row_step(m: int, n: int, itemsize: int) -> int:
+    return max(1, min(m, TALL_BLOCK_BYTES // max(1, n * itemsize)))
+
+
+def _blocked_gram(y: np.ndarray) -> np.ndarray:
+    step = _row_step(*y.shape, y.itemsize)
+    g = np.zeros((y.shape[1], y.shape[1]), dtype=y.dtype)
+    for i in range(0, y.shape[0], step):
+        b = y[i : i + step]
+        g += b.T @ b  # numpy recognises the pattern and calls syrk
+    return g
+
+
+def tall_svd(a: np.ndarray, select=None):
+    """Thin SVD of a matrix with m ≫ n (or n ≫ m, by transposition) through CholeskyQR2.
+
+    ``A = Q1 R1``, ``Q1 = Q R2``, ``R2 R1 = Ur Σ Vᵀ`` and ``U = Q1 (R2⁻¹ Ur)``: about 5mn²
+    BLAS-3 flops in three passes over row blocks — the Gram of A; Q1's blocks with their Gram
+    accumulated while still in cache; U overwriting Q1 in place — and one m×n allocation.
+    When the condition of R1 is too large for CholeskyQR2, LAPACK's SVD. ``select(s)``, if
+    given, returns how many leading columns of U are wanted once the singular values are
+    known (they come from the small R): the last pass then costs 2mnk instead of 2mn².
+    Returns ``(u, s, vt, how)``.
     """
-    if a.shape[0] < a.shape[1]:
-        u, s, vt, how = tall_svd(a.T)
-        return vt.T, s, u.T, how
-    steps = _cholqr_steps(a)
-    if steps is not None:
-        q1, r1, r2 = steps
-        ur, s, vt, driver = thin_svd(r2 @ r1)
-        import scipy.linalg as sla
-
-        u = q1 @ sla.solve_triangular(r2, ur, lower=False, check_finite=False)
-        return u, s, vt, f"cholesky_qr2 + {driver} of R"
     import scipy.linalg as sla
 
-    q, r = sla.qr(a, mode="economic", check_finite=False)
-    ur, s, vt, driver = thin_svd(r)
-    return q @ ur, s, vt, f"householder qr + {driver} of R (condition too large for CholeskyQR2)"
+    if a.shape[0] < a.shape[1]:
+        u, s, vt, how = tall_svd(a.T)  # U is the short side here: nothing to save
+        return vt.T, s, u.T, how
+    m, n = a.shape
+    r1 = None
+    try:
+        r1 = sla.cholesky(_blocked_gram(a), lower=False, check_finite=False)
+    except np.linalg.LinAlgError:
+        pass
+    if r1 is not None:
+        sv = sla.svdvals(r1, check_finite=False)
+        if not (
+            np.isfinite(sv).all() and sv[-1] > 0 and sv[0] / sv[-1] <= cholqr_max_cond(a.dtype)
+        ):
+            r1 = None
+    if r1 is None:  # LAPACK's own SVD (it starts with a Householder QR when m ≫ n)
+        u, s, vt, driver = thin_svd(a)
+        return u, s, vt, f"{driver} (condition too large for CholeskyQR2)"
+    r1inv = sla.solve_triangular(r1, np.eye(n, dtype=r1.dtype), check_finite=False)
+    q1 = np.empty((m, n), dtype=a.dtype)
+    g2 = np.zeros((n, n), dtype=a.dtype)
+    step = _row_step(m, n, a.itemsize)
+    for i in range(0, m, step):
+        blk = np.matmul(a[i : i + step], r1inv, out=q1[i : i + step])
+        g2 += blk.T @ blk
+    try:
+        r2 = sla.cholesky(g2, lower=False, check_finite=False)
+    except np.linalg.LinAlgError:  # lost definiteness after all: start over the safe way
+        del q1
+        u, s, vt, driver = thin_svd(a)
+        return u, s, vt, f"{driver} (CholeskyQR2 broke down)"
+    ur, s, vt, driver = thin_svd(r2 @ r1)
+    k = n if select is None else max(1, min(n, int(select(s))))
+    x = sla.solve_triangular(r2, ur[:, :k], lower=False, check_finite=False)
+    if k == n:  # U overwrites Q1 block by block
+        for i in range(0, m, step):
+            q1[i : i + step] = q1[i : i + step] @ x
+        return q1, s, vt, f"cholesky_qr2 + {driver} of R"
+    u = np.empty((m, k), dtype=a.dtype)
+    for i in range(0, m, step):
+        np.matmul(q1[i : i + step], x, out=u[i : i + step])
+    return u, s, vt, f"cholesky_qr2 + {driver} of R (U formed for the {k} kept columns)"

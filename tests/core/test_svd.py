@@ -416,3 +416,33 @@ def test_exact_error_bounds_cover_the_written_factors():
     res = truncated_svd(a, RankRule("tol", 1e-14), method="exact")
     lo, hi = res.metrics["error_bounds"]
     assert lo <= direct_error(a, res) <= hi
+
+
+@pytest.mark.parametrize("shape", [(3000, 120), (120, 3000)])
+@pytest.mark.parametrize("cond", [1e3, 1e6, 1e12])
+def test_tall_skinny_exact_path(shape, cond):
+    r = min(shape)
+    s = np.logspace(0, -np.log10(cond), r)
+    a = planted(*shape, s, seed=27)
+    res = truncated_svd(a, RankRule("rank", r), method="exact")
+    s_np = np.linalg.svd(a, compute_uv=False)
+    # Backward stable either way: |Δσ| ≤ c·eps·σ₁; for cond ≤ 1e6 also relative 1e-10.
+    assert np.max(np.abs(res.S - s_np)) <= 1e-13 * s_np[0]
+    if cond <= 1e6:
+        assert np.max(np.abs(res.S - s_np) / s_np) <= 1e-10
+        assert "cholesky_qr2" in res.details["lapack_driver"]
+    else:
+        assert "condition too large" in res.details["lapack_driver"]
+    assert res.metrics["orthogonality_loss"]["U"] < 1e-13
+    assert res.metrics["orthogonality_loss"]["V"] < 1e-13
+    assert direct_error(a, res) < 1e-13
+
+
+def test_tall_skinny_forms_only_the_kept_columns():
+    a = planted(4000, 100, 0.9 ** np.arange(100), seed=28)  # condition 3e4
+    res = truncated_svd(a, RankRule("tol", 1e-3), method="exact")
+    assert "kept columns" in res.details["lapack_driver"]
+    t = tails(np.linalg.svd(a, compute_uv=False))
+    k = res.rank["value"]
+    assert res.U.shape == (4000, k) and t[k] <= 1e-6 < t[k - 1]
+    assert direct_error(a, res) == pytest.approx(np.sqrt(t[k]), rel=1e-8)
