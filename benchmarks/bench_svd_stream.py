@@ -61,7 +61,7 @@ def plain_read(path_uri, rows):
     def run():
         total = 0
         with open_array(path_uri) as h:
-            for _, blk in h.iter_blocks(rows):
+            for _, blk in h.iter_blocks(rows, ring=3):  # the same buffered reads
                 total += blk.nbytes
         return total
 
@@ -74,6 +74,7 @@ def main(m=500_000, n=512, k=10, budget="256M"):
     exe = str(Path(sys.executable).with_name("rankwise"))
     out = {"shape": [m, n], "bytes": m * n * 8, "k": k, "max_memory": budget}
     opt = optimal_error(f"{h5p}:/x", k)
+    before = {"hdf5": plain_read(f"{h5p}:/x", 4000), "zarr": plain_read(str(zp), 4000)}
     for name, uri in (("hdf5", f"{h5p}:/x"), ("zarr", str(zp))):
         outp = WORK / f"out_{name}.h5"
         t = time.perf_counter()
@@ -83,17 +84,26 @@ def main(m=500_000, n=512, k=10, budget="256M"):
         rep = json.loads(outp.with_name(f"out_{name}.report.json").read_text())
         d = rep["method"]["details"]
         per_pass = d["bytes_read"] / d["passes"]
-        pass_rate = d["bytes_read"] / rep["timings"]["compute"]
-        read_rate = plain_read(uri, d["block_rows"])
+        passes = sorted(d["pass_seconds"])
+        pass_rate = per_pass / passes[len(passes) // 2]  # the median pass
+        slowest = per_pass / passes[-1]
+        fastest = per_pass / passes[0]
+        # The machine is shared: measure the plain read before and after, keep the best.
+        read_rate = max(before[name], plain_read(uri, d["block_rows"]))
         out[name] = {
             "method": rep["method"]["used"], "wall_seconds": wall,
             "passes": d["passes"], "power_iters": d["power_iters"],
             "peak_rss_bytes": rep["memory"]["peak_rss_bytes"],
             "error_over_optimal": rep["metrics"]["relative_frobenius_error"] / opt,
             "bytes_per_pass": per_pass,
-            "streaming_pass_bytes_per_second": pass_rate,
+            "pass_seconds": d["pass_seconds"],
+            "median_pass_bytes_per_second": pass_rate,
+            "slowest_pass_bytes_per_second": slowest,
+            "fastest_pass_bytes_per_second": fastest,
             "plain_read_bytes_per_second": read_rate,
-            "pass_throughput_over_plain_read": pass_rate / read_rate,
+            "median_pass_over_plain_read": pass_rate / read_rate,
+            "slowest_pass_over_plain_read": slowest / read_rate,
+            "fastest_pass_over_plain_read": fastest / read_rate,
         }  # fmt: skip
     out["target"] = ("peak RSS ≤ 600 MB, within 1% of the optimal error, each pass ≥ 50% of a "
                      "plain sequential read")  # fmt: skip

@@ -79,8 +79,8 @@ def svd(
         int | None,
         typer.Option(
             "--spectral-iters",
-            help="Block-Krylov products estimating ‖A − UΣVᵀ‖₂ for the report [default: 3; 2 "
-            "when streaming; 0 skips it]. Exact SVDs report σ_{k+1} instead.",
+            help="Block-Krylov products estimating ‖A − UΣVᵀ‖₂ for the report [default: 2; 1 "
+            "when streaming (one pass each); 0 skips it]. Exact SVDs report σ_{k+1} instead.",
             show_default=False,
         ),
     ] = None,

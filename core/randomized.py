@@ -261,9 +261,10 @@ def streaming(op, rule: RankRule, *, oversample: int, power_iters: int | None, r
     history: list = []
     prev, it, grown = None, 0, 0
     stop, converged = "", True
+    y = None
     while True:
         _check_streaming_budget(m, n, w.shape[1], dt, max_memory, rule)
-        z, y, ysum, _ = op.gram_pass(w, keep=True)
+        z, y, ysum, _ = op.gram_pass(w, keep=True, out=y)
         if center:
             z -= np.outer(mean, ysum).astype(z.dtype)
             y -= (mean @ w).astype(y.dtype)
@@ -313,8 +314,9 @@ def streaming(op, rule: RankRule, *, oversample: int, power_iters: int | None, r
 
 
 def streaming_bytes(m: int, n: int, ell: int, itemsize: int, k: int) -> int:
-    """Working set of :func:`streaming` besides the block buffers: Y, Z, W (+ a QR copy) and U."""
-    return (2 * m * ell + 3 * n * ell) * itemsize + m * k * itemsize + 4 * ell * ell * 8
+    """Working set of :func:`streaming` besides the block buffers: Y = A·W (one buffer, QR'd
+    in place at the end), Z, W and a temporary, U, and the small matrices."""
+    return (m * ell + 4 * n * ell) * itemsize + m * k * itemsize + 4 * ell * ell * 8
 
 
 def _check_streaming_budget(m, n, ell, dt, max_memory, rule):

@@ -25,6 +25,8 @@ from .operator import (
     CenteredOperator,
     DenseOperator,
     as_operator,
+    dense_matmat,
+    dense_rmatmat,
     to_scipy_linear_operator,
 )
 from .rank import RankRule, Spectrum, ranks_by_rule, select_rank
@@ -51,8 +53,10 @@ RANDOMIZED_MAX_FRACTION = 0.25
 TALL_RATIO = 4
 # Densify sparse input for the exact path only below this many dense bytes.
 SPARSE_DENSIFY_BYTES = 256 << 20
-# Row blocks of the streaming method: at most this, and at most 1/8 of the budget.
+# Row blocks of the streaming method: at most this, and at most 1/16 of the budget (two
+# are in flight, plus a converted copy when the stored dtype is not the working one).
 STREAM_BLOCK_BYTES = 64 << 20
+STREAM_BUDGET_SHARE = 16
 # The norm identity resolves err² only down to ~gamma; below this many gammas the error
 # is certified by an explicit residual instead (1% relative accuracy of the error).
 _IDENTITY_MARGIN = 50.0
@@ -100,10 +104,12 @@ def is_block_source(a) -> bool:
 
 
 def stream_block_rows(shape, itemsize: int, max_memory: int | None, chunk_rows=None) -> int:
-    """Rows per block: ≤ STREAM_BLOCK_BYTES and ≤ budget/8, a multiple of the storage
+    """Rows per block: ≤ STREAM_BLOCK_BYTES and ≤ budget/16, a multiple of the storage
     chunk's rows so that every chunk is decoded once per pass."""
     m, n = (int(s) for s in shape)
-    cap = STREAM_BLOCK_BYTES if max_memory is None else min(STREAM_BLOCK_BYTES, max_memory // 8)
+    cap = STREAM_BLOCK_BYTES
+    if max_memory is not None:
+        cap = min(cap, max_memory // STREAM_BUDGET_SHARE)
     rows = max(1, cap // max(1, n * itemsize))
     if chunk_rows:
         c = int(chunk_rows)
@@ -124,7 +130,7 @@ def estimate_bytes(method: str, shape, dtype, *, sparse: bool, nnz: int | None,
     if method == "streaming":
         rows = block_rows or stream_block_rows(shape, w, None)
         # two raw blocks in flight, a converted copy and the block products
-        blocks = 3 * rows * n * w + 2 * rows * ell * w
+        blocks = 3 * rows * n * w + 3 * rows * ell * w
         return blocks + randomized.streaming_bytes(m, n, ell, w, min(rank or ell, r))
     stored = (int(nnz or 0) * (w + 4) + (m + 1) * 8) if sparse else m * n * w
     if method == "exact":
@@ -381,6 +387,7 @@ def truncated_svd(a, rule: RankRule, *, method: str = "auto", center: bool = Fal
         base_op = op.base if isinstance(op, _Centered) else op
         details["passes"] = base_op.passes
         details["bytes_read"] = int(base_op.bytes_read)
+        details["pass_seconds"] = [round(t, 4) for t in base_op.pass_seconds]
     rank = {
         "value": int(k),
         "rule": rule.kind,
@@ -690,11 +697,11 @@ def _residual_gram(op, u, sv, vt, w):
     ysum = np.zeros(w.shape[1], dtype=u.dtype)
     for start, blk in blocks:
         rows = slice(start, start + blk.shape[0])
-        yb = blk @ w - u[rows] @ c
+        yb = dense_matmat(blk, w) - u[rows] @ c
         if shift is not None:
             yb -= shift
             ysum += yb.sum(axis=0)
-        z += blk.T @ yb
+        z += dense_rmatmat(blk, yb)
         uty += u[rows].T @ yb
     if shift is not None:
         z -= np.outer(op.mean, ysum)

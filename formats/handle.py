@@ -162,8 +162,15 @@ class ArrayHandle:
                 f"{human_bytes(self.read_nbytes)}); set a memory budget or use row blocks"
             ) from exc
 
-    def iter_blocks(self, rows: int, *, max_bytes: int | None = None) -> Iterator[tuple[int, Any]]:
-        """Yield (start_row, block) along axis 0, `rows` rows at a time."""
+    def iter_blocks(
+        self, rows: int, *, max_bytes: int | None = None, ring: int = 0
+    ) -> Iterator[tuple[int, Any]]:
+        """Yield (start_row, block) along axis 0, `rows` rows at a time.
+
+        With ``ring=N`` (dense arrays of engines that can read into a buffer) the blocks are
+        views of N buffers allocated once and reused in turn: no allocation per block, but a
+        block is overwritten N blocks later, so a consumer must be done with it by then.
+        """
         self._check_open()
         rows = int(rows)
         if rows < 1:
@@ -178,6 +185,9 @@ class ArrayHandle:
                 yield 0, self.read(budget)
                 return
             if self.shape[0] == 0:
+                return
+            if ring > 0 and self._can_read_into():
+                yield from self._ring_blocks(rows, budget, ring)
                 return
             yield from self._dense_blocks(rows, budget)
         except MemoryError as exc:
@@ -267,6 +277,28 @@ class ArrayHandle:
 
     def _read_rows(self, start: int, stop: int) -> np.ndarray:
         raise NotImplementedError
+
+    def _read_rows_into(self, start: int, stop: int, out: np.ndarray) -> None:
+        # Engines that can decode straight into a buffer override this.
+        out[...] = self._read_rows(start, stop)
+
+    def _can_read_into(self) -> bool:
+        cls = type(self)
+        return cls._read_rows_into is not ArrayHandle._read_rows_into or (
+            cls._read_rows is not ArrayHandle._read_rows
+        )
+
+    def _ring_blocks(self, rows: int, budget: int | None, ring: int):
+        nrows = self.shape[0]
+        step = min(rows, nrows)
+        self._check_block_budget(step * ring, budget)
+        self._before_blocks()
+        bufs = [np.empty((step, *self.shape[1:]), dtype=self.dtype) for _ in range(ring)]
+        for i, start in enumerate(range(0, nrows, rows)):
+            stop = min(start + rows, nrows)
+            out = bufs[i % ring][: stop - start]
+            self._read_rows_into(start, stop, out)
+            yield start, out
 
     def _before_blocks(self) -> None:
         """Checks an engine must run before the first block (e.g. missing Zarr chunks)."""

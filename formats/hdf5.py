@@ -376,6 +376,10 @@ class Hdf5DenseHandle(ArrayHandle):
         with read_errors(self.location):
             return np.asarray(self._dset[start:stop])
 
+    def _read_rows_into(self, start: int, stop: int, out: np.ndarray) -> None:
+        with read_errors(self.location):
+            self._dset.read_direct(out, source_sel=np.s_[start:stop])
+
     def close(self) -> None:
         if self._file is not None:
             with contextlib.suppress(Exception):

@@ -162,6 +162,19 @@ class NpyHandle(ArrayHandle):
                 readinto_exact(f, block, self.location)
                 yield start, block
 
+    def _read_rows_into(self, start: int, stop: int, out: np.ndarray) -> None:
+        with self._open_complete() as f, os_errors(self.location):
+            if self._header.fortran:
+                mm: Any = np.memmap(f, dtype=self.dtype, mode="r", offset=self._header.offset,
+                                    shape=self.shape, order="F")  # fmt: skip
+                try:
+                    np.copyto(out, mm[start:stop])
+                finally:
+                    del mm
+                return
+            f.seek(self._header.offset + start * dense_nbytes(self.shape[1:], self.dtype))
+            readinto_exact(f, out, self.location)
+
 
 def open_handle(uri: URI, *, max_bytes: int | None = None) -> ArrayHandle:
     return NpyHandle(uri=uri, max_bytes=max_bytes)

@@ -289,6 +289,14 @@ class ZarrDenseHandle(ArrayHandle):
         with zarr_errors(self.location):
             return np.asarray(self._member.array[start:stop])
 
+    def _read_rows_into(self, start: int, stop: int, out: np.ndarray) -> None:
+        from zarr.core.buffer.cpu import NDBuffer
+
+        with zarr_errors(self.location):
+            self._member.array.get_basic_selection(
+                np.s_[start:stop], out=NDBuffer.from_numpy_array(out)
+            )
+
 
 class ZarrSparseHandle(SparseCOOHandle):
     format = FORMAT
