@@ -24,6 +24,7 @@ from .operator import (
     BlockOperator,
     CenteredOperator,
     DenseOperator,
+    SparseOperator,
     as_operator,
     dense_matmat,
     dense_rmatmat,
@@ -538,7 +539,8 @@ def _lanczos(op, rule, rng, callback, max_basis: int):
 
     m, n = op.shape
     r = min(m, n)
-    lin = to_scipy_linear_operator(op)
+    # The matrix itself when it has one (scipy's own products), else the operator.
+    lin = op.a if isinstance(op, SparseOperator | DenseOperator) else to_scipy_linear_operator(op)
     total = op.fro_norm_sq()
     k = min(int(rule.value), r - 1) if rule.kind == "rank" else min(16, r - 1)
     if total == 0.0:  # ARPACK cannot start on a zero operator; every basis is optimal
