@@ -323,7 +323,7 @@ def truncated_svd(a, rule: RankRule, *, method: str = "auto", center: bool = Fal
         scale = op.scale
         mean = None if fact.mean is None else fact.mean
         if center:
-            op = _Centered(op, fact.mean)
+            op = CenteredOperator(op, fact.mean)
     else:
         scale = power_of_two_scale(abs_max(a))
         if scale != 1.0:
@@ -384,8 +384,8 @@ def truncated_svd(a, rule: RankRule, *, method: str = "auto", center: bool = Fal
         s = s / scale
         mean = None if mean is None else mean / scale
         _unscale_metrics(metrics, scale)
-    if isinstance(op, BlockOperator | _Centered):
-        base_op = op.base if isinstance(op, _Centered) else op
+    base_op = op.base if isinstance(op, CenteredOperator) else op
+    if isinstance(base_op, BlockOperator):
         details["passes"] = base_op.passes
         details["bytes_read"] = int(base_op.bytes_read)
         details["pass_seconds"] = [round(t, 4) for t in base_op.pass_seconds]
@@ -454,29 +454,6 @@ def _gather(source, p: Plan, max_memory, on_first_pass):
 def _chunk_rows(source):
     chunks = getattr(source, "chunks", None) if source is not None else None
     return int(chunks[0]) if chunks else None
-
-
-class _Centered:
-    """Implicitly centred view of a block operator, for the certification passes."""
-
-    def __init__(self, base, mean):
-        self.base, self.shape, self.dtype = base, base.shape, base.dtype
-        self.mean = np.asarray(mean, dtype=base.dtype)
-        self.kind = base.kind
-
-    def matmat(self, x):
-        y = self.base.matmat(x)
-        y -= self.mean @ x
-        return y
-
-    def rmatmat(self, y):
-        z = self.base.rmatmat(y)
-        z -= np.outer(self.mean, y.sum(axis=0))
-        return z
-
-    def row_blocks(self, rows=None):
-        for start, blk in self.base.row_blocks(rows):
-            yield start, blk - self.mean
 
 
 # --- exact -----------------------------------------------------------------------------
@@ -682,7 +659,7 @@ def _spectral_residual(op, u, s, vt, rng, iters: int, fro: float, sketch_next=No
 def _residual_gram(op, u, sv, vt, w):
     """RᵀR W for R = A − UΣVᵀ: two products in memory, one pass over a streamed file."""
     c = sv * (vt @ w)  # ΣVᵀW
-    centered = isinstance(op, _Centered | CenteredOperator)
+    centered = isinstance(op, CenteredOperator)
     base = op.base if centered else op
     if isinstance(base, BlockOperator):
         blocks = base._blocks()
