@@ -80,6 +80,7 @@ class Run:
             self.warn(f"{self.threads} threads on {cpus} CPU(s): BLAS will oversubscribe them")
         self.budget, self.budget_source = resolve_memory(common.max_memory)
         self.inputs: list[Path] = []
+        self.missing = 0  # NaN entries of the input (missing values where a method allows)
         self.output: Path | None = None
         self.report_path: Path | None = None
         self._console = None
@@ -141,6 +142,15 @@ class Run:
     def read(self, handle):
         with self.step("read", f"reading {handle.uri.raw}"):
             return handle.read(max_bytes=self.budget)
+
+    def load(self, handle, *, method: str, allow_nan: bool = False):
+        """Read the whole input and check it: Inf always refused, NaN unless the method
+        treats it as missing (the count goes to the report)."""
+        from rankwise.core.validate import check_finite
+
+        data = self.read(handle)
+        self.missing, _ = check_finite(data, method=method, allow_nan=allow_nan)
+        return data
 
     @contextmanager
     def compute(self, label: str = "computing"):
@@ -221,6 +231,47 @@ class Run:
             sys.stdout.flush()
         if not self.common.quiet:
             sys.stderr.write(f"rankwise {self.command}: {summary}\n")
+
+    def commit(self, res, *, handle, data, requested: str, parameters: dict, summary: str,
+               attrs: dict, fingerprint: str | None = None) -> None:  # fmt: skip
+        """Stage the result's arrays, build the whole report, commit both together.
+
+        ``res`` is a core result (``arrays``, ``method``, ``method_reason``, ``details``,
+        ``metrics``, ``rank``, ``history``, ``converged``, ``stop_reason``, ``warnings``);
+        ``parameters`` the command's own effective parameters (the shared ones are added).
+        """
+        with self.stage(res.arrays, attrs) as staged:
+            for w in res.warnings:
+                self.warn(w)
+            rep = self.report_head(["rankwise", *sys.argv[1:]])
+            nnz = getattr(data, "nnz", None) if handle.sparse else None
+            rep.update(
+                input=self.input_section(
+                    handle, data, fingerprint=fingerprint, nnz=nnz, missing=self.missing
+                ),  # fmt: skip
+                output={**staged.info, "report": str(self.report_path.resolve())},
+                parameters={
+                    **parameters,
+                    "seed": self.common.seed,
+                    "threads": self.threads,
+                    "max_memory_bytes": self.budget,
+                    "force": self.common.force,
+                },
+                method={
+                    "requested": requested,
+                    "used": res.method,
+                    "reason": res.method_reason,
+                    "details": res.details,
+                },  # fmt: skip
+                rank=res.rank,
+                metrics=res.metrics,
+                history=res.history,
+                converged=res.converged,
+                stop_reason=res.stop_reason,
+                warnings=list(res.warnings),
+                memory={"estimate_bytes": int(res.details.get("estimate_bytes", 0))},
+            )
+            self.finish(rep, f"{summary} → {self.output}; report {self.report_path}", staged)
 
     @contextmanager
     def threadpool_snapshot(self):

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import sys
 from enum import StrEnum
 from typing import Annotated
 
@@ -120,7 +119,6 @@ def _svd(run: Run, uri, output, rule, method, center, oversample, power_iters, b
 
     from rankwise import formats
     from rankwise.core import svd as core_svd
-    from rankwise.core.validate import check_finite
 
     core_svd.check_parameters(oversample=oversample, power_iters=power_iters,
                               block_size=block_size, spectral_iters=spectral_iters)  # fmt: skip
@@ -140,8 +138,7 @@ def _svd(run: Run, uri, output, rule, method, center, oversample, power_iters, b
         hasher = formats.Fingerprinter(handle.dtype, handle.shape, sparse=False)
         on_first_pass = lambda start, block: hasher.update(block)  # noqa: E731
     else:
-        data = run.read(handle)
-        check_finite(data, method="svd")
+        data = run.load(handle, method="svd")
         on_first_pass = hasher = None
 
     def on_step(event):
@@ -158,62 +155,23 @@ def _svd(run: Run, uri, output, rule, method, center, oversample, power_iters, b
         )  # fmt: skip
     if hasher is not None:
         fingerprint = hasher.hexdigest()
-    with run.stage(res.arrays, {"rank": int(res.rank["value"]), "method": res.method}) as staged:
-        _report_and_commit(run, staged, handle, data, fingerprint, rule, method, center,
-                           oversample, res)  # fmt: skip
-
-
-def _report_and_commit(run, staged, handle, data, fingerprint, rule, method, center,
-                       oversample, res):  # fmt: skip
-    out = staged.info
-    for w in res.warnings:
-        run.warn(w)
-    rep = run.report_head(["rankwise", *sys.argv[1:]])
-    rep.update(
-        input=run.input_section(
-            handle,
-            data,
-            fingerprint=fingerprint,
-            nnz=getattr(data, "nnz", None) if handle.sparse else None,
-        ),
-        output={**out, "report": str(run.report_path.resolve())},
-        parameters={
-            "rank": rule.value if rule.kind == "rank" else None,
-            "tol": rule.value if rule.kind == "tol" else None,
-            "energy": rule.value if rule.kind == "energy" else None,
-            "rel_sv": rule.value if rule.kind == "rel_sv" else None,
-            "method": method,
-            "center": center,
-            "oversample": oversample,
-            # effective values; "auto" choices resolved (null where the method has none)
-            "power_iters": res.details.get("power_iters"),
-            "power_iters_mode": res.details.get("power_iters_mode"),
-            "block_size": res.details.get("block_size"),
-            "spectral_iters": res.details.get("spectral_iters"),
-            "seed": run.common.seed,
-            "threads": run.threads,
-            "max_memory_bytes": run.budget,
-            "force": run.common.force,
-        },
-        method={
-            "requested": method,
-            "used": res.method,
-            "reason": res.method_reason,
-            "details": res.details,
-        },  # fmt: skip
-        rank=res.rank,
-        metrics=res.metrics,
-        history=res.history,
-        converged=res.converged,
-        stop_reason=res.stop_reason,
-        warnings=list(res.warnings),
-        memory={"estimate_bytes": int(res.details.get("estimate_bytes", 0))},
-    )
+    parameters = {
+        "rank": rule.value if rule.kind == "rank" else None,
+        "tol": rule.value if rule.kind == "tol" else None,
+        "energy": rule.value if rule.kind == "energy" else None,
+        "rel_sv": rule.value if rule.kind == "rel_sv" else None,
+        "method": method,
+        "center": center,
+        "oversample": oversample,
+        # effective values; "auto" choices resolved (null where the method has none)
+        "power_iters": res.details.get("power_iters"),
+        "power_iters_mode": res.details.get("power_iters_mode"),
+        "block_size": res.details.get("block_size"),
+        "spectral_iters": res.details.get("spectral_iters"),
+    }
     err = res.metrics["relative_frobenius_error"]
-    rule_txt = f"{rule.kind} {rule.value:g}"
-    run.finish(
-        rep,
-        f"rank {res.rank['value']} ({rule_txt}, {res.method}), relative error {err:.3g} "
-        f"→ {run.output}; report {run.report_path}",
-        staged,
-    )
+    summary = (f"rank {res.rank['value']} ({rule.kind} {rule.value:g}, {res.method}), "
+               f"relative error {err:.3g}")  # fmt: skip
+    run.commit(res, handle=handle, data=data, fingerprint=fingerprint, requested=method,
+               parameters=parameters, summary=summary,
+               attrs={"rank": int(res.rank["value"]), "method": res.method})  # fmt: skip
