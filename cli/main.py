@@ -41,10 +41,14 @@ def _root(
 
 def _register() -> None:
     from .info import info
+    from .matrix import cur, kpsvd, nmf
     from .svd import svd
 
     app.command("info")(info)
     app.command("svd")(svd)
+    app.command("nmf")(nmf)
+    app.command("cur")(cur)
+    app.command("kpsvd")(kpsvd)
 
 
 _register()

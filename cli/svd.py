@@ -23,13 +23,14 @@ class SVDMethod(StrEnum):
 RULE_OPTIONS = {"rank": "--rank", "tol": "--tol", "energy": "--energy", "rel_sv": "--rel-sv"}
 
 
-def rank_rule(rank, tol, energy, rel_sv):
+def rank_rule(rank, tol, energy, rel_sv, *, extra: str | None = None):
     from rankwise.core.rank import RankRule
 
     given = {k: v for k, v in (("rank", rank), ("tol", tol), ("energy", energy),
                                ("rel_sv", rel_sv)) if v is not None}  # fmt: skip
     if not given:
-        raise CliUsageError("choose the rank: give one of --rank, --tol, --energy, --rel-sv")
+        names = ", ".join([*RULE_OPTIONS.values(), *([extra] if extra else [])])
+        raise CliUsageError(f"choose the rank: give one of {names}")
     if len(given) > 1:
         names = ", ".join(RULE_OPTIONS[k] for k in given)
         raise CliUsageError(f"give only one rank rule, got {names}")
@@ -62,8 +63,14 @@ def svd(
         SVDMethod, typer.Option("--method", help="Algorithm; auto says in the report why.")
     ] = SVDMethod.auto,
     oversample: Annotated[
-        int, typer.Option("--oversample", help="Extra sketch columns (randomized).")
-    ] = 10,
+        int | None,
+        typer.Option(
+            "--oversample",
+            min=0,
+            help="Extra sketch columns (randomized) [default: 10].",
+            show_default=False,
+        ),
+    ] = None,
     power_iters: Annotated[
         int | None,
         typer.Option(
@@ -92,6 +99,50 @@ def svd(
             show_default=False,
         ),
     ] = None,
+    row_weights: Annotated[
+        str | None,
+        typer.Option(
+            "--row-weights",
+            metavar="URI",
+            help="Positive weight per row (1-D "
+            "array): minimise ‖D_r^½(A − L)D_c^½‖_F in closed form.",
+        ),
+    ] = None,
+    col_weights: Annotated[
+        str | None,
+        typer.Option(
+            "--col-weights",
+            metavar="URI",
+            help="Positive weight per column (1-D array), with or without --row-weights.",
+        ),
+    ] = None,
+    weights: Annotated[
+        str | None,
+        typer.Option(
+            "--weights",
+            metavar="URI",
+            help="Weight ≥ 0 per entry (same shape as "
+            "the input; 0 ignores the entry, which may then be NaN): minimise "
+            "Σ w_ij (a_ij − l_ij)² iteratively (EM). Needs --rank.",
+        ),
+    ] = None,
+    iter_tol: Annotated[
+        float | None,
+        typer.Option(
+            "--iter-tol",
+            min=0.0,
+            help="--weights: stop when the weighted "
+            "objective decreases by less than this fraction per sweep "
+            "[default: 1e-7].",
+            show_default=False,
+        ),
+    ] = None,
+    max_iter: Annotated[
+        int | None,
+        typer.Option(
+            "--max-iter", min=0, help="--weights: most sweeps [default: 500].", show_default=False
+        ),
+    ] = None,
     force: opt.Force = False,
     quiet: opt.Quiet = False,
     debug: opt.Debug = False,
@@ -105,9 +156,48 @@ def svd(
     common = Common(force=force, quiet=quiet, debug=debug, threads=threads,
                     max_memory=max_memory, seed=seed, report=report, json=json_)  # fmt: skip
     with guarded("svd", debug):
+        rule = rank_rule(rank, tol, energy, rel_sv)
+        if weights is not None or row_weights is not None or col_weights is not None:
+            _check_weighted(rule, method, center, row_weights, col_weights, weights,
+                            block_size, spectral_iters, oversample, power_iters)  # fmt: skip
+        elif iter_tol is not None or max_iter is not None:
+            raise CliUsageError("--iter-tol and --max-iter apply to --weights only")
+        oversample = 10 if oversample is None else oversample
         run = Run("svd", common)
-        _svd(run, uri, output, rank_rule(rank, tol, energy, rel_sv), method.value, center,
-             oversample, power_iters, block_size, spectral_iters)  # fmt: skip
+        if weights is not None:
+            _elementwise(run, uri, output, rule, weights, 1e-7 if iter_tol is None else iter_tol,
+                         500 if max_iter is None else max_iter)  # fmt: skip
+        elif row_weights is not None or col_weights is not None:
+            _weighted(run, uri, output, rule, method.value, row_weights, col_weights,
+                      oversample, power_iters, block_size, spectral_iters)  # fmt: skip
+        else:
+            _svd(run, uri, output, rule, method.value, center, oversample, power_iters,
+                 block_size, spectral_iters)  # fmt: skip
+
+
+def _check_weighted(rule, method, center, row_weights, col_weights, weights, block_size,
+                    spectral_iters, oversample, power_iters):  # fmt: skip
+    if center:
+        raise CliUsageError("--center does not combine with weights (the centre would need "
+                            "the weighted mean); centre the data first")  # fmt: skip
+    if method == SVDMethod.streaming:
+        raise CliUsageError("weighted SVD runs in memory; --method streaming is not available")
+    if weights is None:
+        return
+    if row_weights is not None or col_weights is not None:
+        raise CliUsageError("give either --weights (elementwise) or --row-weights/"
+                            "--col-weights (closed form), not both")  # fmt: skip
+    if rule.kind != "rank":
+        raise CliUsageError(f"--weights needs --rank (the iterative fit has no spectrum for "
+                            f"--{rule.kind.replace('_', '-')})")  # fmt: skip
+    others = {"--method": method != SVDMethod.auto, "--block-size": block_size is not None,
+              "--spectral-iters": spectral_iters is not None,
+              "--oversample": oversample is not None,
+              "--power-iters": power_iters is not None}  # fmt: skip
+    given = [k for k, v in others.items() if v]
+    if given:
+        raise CliUsageError(f"{', '.join(given)} do(es) not apply to --weights (EM with "
+                            "subspace-iteration steps)")  # fmt: skip
 
 
 STREAMABLE_FORMATS = ("hdf5", "zarr", "npy")
@@ -155,23 +245,114 @@ def _svd(run: Run, uri, output, rule, method, center, oversample, power_iters, b
         )  # fmt: skip
     if hasher is not None:
         fingerprint = hasher.hexdigest()
-    parameters = {
-        "rank": rule.value if rule.kind == "rank" else None,
-        "tol": rule.value if rule.kind == "tol" else None,
-        "energy": rule.value if rule.kind == "energy" else None,
-        "rel_sv": rule.value if rule.kind == "rel_sv" else None,
-        "method": method,
-        "center": center,
-        "oversample": oversample,
-        # effective values; "auto" choices resolved (null where the method has none)
-        "power_iters": res.details.get("power_iters"),
-        "power_iters_mode": res.details.get("power_iters_mode"),
-        "block_size": res.details.get("block_size"),
-        "spectral_iters": res.details.get("spectral_iters"),
-    }
+    parameters = _parameters(rule, method, center=center, oversample=oversample, res=res)
     err = res.metrics["relative_frobenius_error"]
     summary = (f"rank {res.rank['value']} ({rule.kind} {rule.value:g}, {res.method}), "
                f"relative error {err:.3g}")  # fmt: skip
     run.commit(res, handle=handle, data=data, fingerprint=fingerprint, requested=method,
                parameters=parameters, summary=summary,
                attrs={"rank": int(res.rank["value"]), "method": res.method})  # fmt: skip
+
+
+def _weight_input(run: Run, uri: str) -> tuple:
+    """Read a weights array (an input like the matrix: never overwritten, fingerprinted)."""
+    from rankwise import formats
+
+    handle = run.open_input(uri)
+    data = run.read(handle)
+    info = {"uri": handle.uri.raw, "format": handle.format,
+            "shape": [int(s) for s in handle.shape], "dtype": str(handle.dtype),
+            "fingerprint": formats.fingerprint(data)}  # fmt: skip
+    if handle.sparse:
+        data = data.toarray()
+    return data, info
+
+
+def _weighted(run: Run, uri, output, rule, method, row_uri, col_uri, oversample, power_iters,
+              block_size, spectral_iters):  # fmt: skip
+    import numpy as np
+
+    from rankwise.core import svd as core_svd
+    from rankwise.core import wsvd
+
+    core_svd.check_parameters(oversample=oversample, power_iters=power_iters,
+                              block_size=block_size, spectral_iters=spectral_iters)  # fmt: skip
+    handle = run.open_input(uri)
+    r, r_info = _weight_input(run, row_uri) if row_uri else (None, None)
+    c, c_info = _weight_input(run, col_uri) if col_uri else (None, None)
+    for w, name in ((r, "--row-weights"), (c, "--col-weights")):
+        if w is not None and np.ndim(w) != 1:
+            from rankwise.core.errors import DataError
+
+            raise DataError(f"{name} must be a 1-D array, got shape {np.shape(w)}")
+    run.prepare_outputs(output)
+    data = run.load(handle, method="svd")
+    with run.compute(f"weighted svd ({method})"):
+        res = wsvd.weighted_svd(
+            data, rule, row_weights=r, col_weights=c, max_memory=run.budget, method=method,
+            rng=np.random.default_rng(run.common.seed), oversample=oversample,
+            power_iters=power_iters, block_size=block_size, spectral_iters=spectral_iters,
+        )  # fmt: skip
+    parameters = _parameters(rule, method, oversample=oversample, res=res, row_weights=r_info,
+                             col_weights=c_info)  # fmt: skip
+    m = res.metrics
+    summary = (f"weighted rank {res.rank['value']} ({rule.kind} {rule.value:g}, "
+               f"{res.details['svd_method']}), weighted error "
+               f"{m['relative_frobenius_error']:.3g}, unweighted "
+               f"{m['unweighted_relative_error']:.3g}")  # fmt: skip
+    run.commit(res, handle=handle, data=data, requested=method, parameters=parameters,
+               summary=summary, attrs={"rank": int(res.rank["value"]), "method": res.method,
+                                       "weighted": "rows/columns"})  # fmt: skip
+
+
+def _elementwise(run: Run, uri, output, rule, weights_uri, iter_tol, max_iter):
+    import numpy as np
+
+    from rankwise.core import wsvd
+
+    handle = run.open_input(uri)
+    w, w_info = _weight_input(run, weights_uri)
+    run.prepare_outputs(output)
+    # NaN is allowed where the weight is 0; the core checks that pairing
+    data = run.load(handle, method="svd --weights", allow_nan=True)
+
+    def on_sweep(event):
+        run.progress(f"sweep {event.iteration}, objective {event.objective:.4g}")
+        return False
+
+    with run.compute("elementwise weighted svd (EM)"):
+        res = wsvd.elementwise_weighted_svd(
+            data, w, int(rule.value), tol=iter_tol, max_iter=max_iter,
+            rng=np.random.default_rng(run.common.seed), callback=on_sweep,
+            max_memory=run.budget,
+        )  # fmt: skip
+    parameters = _parameters(rule, "auto", weights=w_info, iter_tol=iter_tol,
+                             max_iter=max_iter)  # fmt: skip
+    m = res.metrics
+    summary = (f"elementwise-weighted rank {res.rank['value']}, {res.details['iterations']} "
+               f"sweeps, weighted error {m['relative_frobenius_error']:.3g}")  # fmt: skip
+    run.commit(res, handle=handle, data=data, requested="em", parameters=parameters,
+               summary=summary, attrs={"rank": int(res.rank["value"]), "method": res.method,
+                                       "weighted": "entries"})  # fmt: skip
+
+
+def _parameters(rule, method, *, center=False, oversample=None, res=None, **weights) -> dict:
+    """The report's svd parameters: effective values ("auto" choices resolved; null where
+    the method has none)."""
+    d = res.details if res is not None else {}
+    return {
+        **{k: (rule.value if rule.kind == k else None) for k in RULE_OPTIONS},
+        "method": method,
+        "center": center,
+        "oversample": oversample,
+        "power_iters": d.get("power_iters"),
+        "power_iters_mode": d.get("power_iters_mode"),
+        "block_size": d.get("block_size"),
+        "spectral_iters": d.get("spectral_iters"),
+        "row_weights": None,
+        "col_weights": None,
+        "weights": None,
+        "iter_tol": None,
+        "max_iter": None,
+        **weights,
+    }

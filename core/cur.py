@@ -196,7 +196,8 @@ def cur(a, rank: int, *, oversample: int = 10, power_iters: int | None = 1,
         metrics["optimal_relative_error"] = opt
         metrics["optimal_error_bounds"] = list(ref.metrics["error_bounds"])
         metrics["optimal_error_method"] = f"{ref.method} SVD: {ref.metrics['error_method']}"
-        metrics["error_ratio"] = err / opt if opt > 0 else (1.0 if err == 0 else math.inf)
+        # None: the optimum is exact (zero) but CUR is not, an unbounded ratio
+        metrics["error_ratio"] = err / opt if opt > 0 else (1.0 if err == 0 else None)
         rank_info["by_rule"] = ref.rank["by_rule"]
         details["optimal_svd"] = {"method": ref.method, "method_reason": ref.method_reason}
     details["cols_pivot_order"] = np.asarray(cols_piv, dtype=np.int64).tolist()
@@ -245,11 +246,12 @@ def _lstsq(r: np.ndarray, b: np.ndarray, cond: float) -> np.ndarray:
     return sla.lstsq(r, b, cond=cond, check_finite=False, lapack_driver="gelsd")[0]
 
 
-def _cond(r: np.ndarray) -> float:
+def _cond(r: np.ndarray) -> float | None:
+    """2-norm condition number; None when singular (JSON has no infinity)."""
     import scipy.linalg as sla
 
     s = sla.svdvals(r, check_finite=False)
-    return float(s[0] / s[-1]) if s[-1] > 0 else math.inf
+    return float(s[0] / s[-1]) if s[-1] > 0 else None
 
 
 def _columns(a, cols) -> np.ndarray:

@@ -1147,9 +1147,9 @@ def _certify(d: _Data, w, ht, loss: str, reg: Regularisation, semi: bool) -> dic
     norm = math.sqrt(d.norm_sq)
     rel = math.sqrt(err_sq) / norm if norm > 0 else 0.0
     out = {
-        "relative_error": rel,
+        "relative_frobenius_error": rel,
         "error_method": how + (" over observed entries" if d.masked else ""),
-        "relative_error_bounds": [
+        "error_bounds": [
             math.sqrt(max(err_sq - bound, 0.0)) / norm if norm > 0 else 0.0,
             math.sqrt(err_sq + bound) / norm if norm > 0 else 0.0,
         ],
@@ -1229,7 +1229,9 @@ def _run_restarts(make, n_init: int, tol: float, max_iter: int, callback):
 
 def _rank_info(rank: int, k: int, m: int, n: int) -> dict:
     return {"value": int(k), "rule": "rank", "threshold": int(rank),
-            "max_rank": int(min(m, n)), "clamped": bool(rank > min(m, n))}  # fmt: skip
+            "max_rank": int(min(m, n)), "clamped": bool(rank > min(m, n)),
+            "by_rule": [{"rule": "rank", "threshold": int(rank), "rank": int(k),
+                         "given": True}]}  # fmt: skip
 
 
 def _clamp(rank: int, m: int, n: int, warnings: list) -> int:
@@ -1258,7 +1260,9 @@ def _finish_result(runs, d, k, rank, scale, loss, reg_user, reg_work, semi, meth
     w, ht = _normalise(best.w, best.ht, rescale, dead)
     metrics = _certify(d, w, ht, loss, reg_work, semi)
     metrics["norm_fro"] /= scale
-    metrics["restart_objectives"] = [r.objective for r in runs]
+    # None marks a restart whose objective was not finite (JSON has no infinity)
+    metrics["restart_objectives"] = [r.objective if math.isfinite(r.objective) else None
+                                     for r in runs]  # fmt: skip
     if len(runs) > 1:
         w2, _ = _normalise(runs[order[1]].w, runs[order[1]].ht, rescale, dead)
         metrics["factor_match"] = factor_match(w, w2)
@@ -1305,8 +1309,8 @@ def _finish_result(runs, d, k, rank, scale, loss, reg_user, reg_work, semi, meth
 def _zero_result(shape, dtype, rank, k, method, reason, warnings, details, loss) -> Result:
     m, n = shape
     warnings.append("the data is all zeros: W and H are zero")
-    metrics = {"relative_error": 0.0, "error_method": "zero matrix",
-               "relative_error_bounds": [0.0, 0.0], "norm_fro": 0.0, "objective": 0.0,
+    metrics = {"relative_frobenius_error": 0.0, "error_method": "zero matrix",
+               "error_bounds": [0.0, 0.0], "norm_fro": 0.0, "objective": 0.0,
                "kkt": 0.0, "kkt_W": 0.0, "kkt_H": 0.0, "min_W": 0.0, "min_H": 0.0,
                "restart_objectives": [0.0]}  # fmt: skip
     if loss == "kl":

@@ -133,6 +133,7 @@ def weighted_svd(a, rule: RankRule, *, row_weights=None, col_weights=None,
     metrics["error_weighting"] = "relative_frobenius_error is ‖D_r^½(A − USVt)D_c^½‖/‖D_r^½AD_c^½‖"
     # orthogonality_loss (from the SVD of the scaled matrix) is that of D_r^½U and D_c^½V:
     # the loss of orthonormality of U, V in the weighted inner products.
+    metrics["weighted_relative_error"] = metrics["relative_frobenius_error"]
     metrics["orthogonality_inner_products"] = "D_r for U, D_c for V"
     metrics["unweighted_relative_error"], metrics["unweighted_error_method"] = _unweighted_error(
         a, u, s, vt
@@ -154,6 +155,15 @@ def weighted_svd(a, rule: RankRule, *, row_weights=None, col_weights=None,
         warnings=res.warnings,
         rank=res.rank,
     )
+
+
+def _rounding_bounds(err_sq: float, norm_sq: float, dtype) -> list[float]:
+    """Relative error bounds from the rounding of an explicit residual: the factors' entries
+    carry eps(dtype), the float64 sums eps(float64)."""
+    if norm_sq <= 0:
+        return [0.0, 0.0]
+    gamma = (4.0 * eps(np.float64) + 2.0 * eps(dtype)) * norm_sq
+    return [math.sqrt(max(err_sq - gamma, 0.0) / norm_sq), math.sqrt((err_sq + gamma) / norm_sq)]
 
 
 def _summary(w: np.ndarray) -> dict:
@@ -325,6 +335,7 @@ def elementwise_weighted_svd(a, weights, rank: int, *, tol: float = 1e-7, max_it
         "weighted_relative_error": math.sqrt(f / norm_w) if norm_w > 0 else 0.0,
         "relative_frobenius_error": math.sqrt(f / norm_w) if norm_w > 0 else 0.0,
         "error_method": "explicit weighted residual (float64)",
+        "error_bounds": _rounding_bounds(f, norm_w, wdt),
         "unweighted_relative_error_on_support": (
             math.sqrt(float(diff @ diff) / norm_obs) if norm_obs > 0 else 0.0
         ),

@@ -24,6 +24,9 @@ class Algorithm:
     command: list[str]  # CLI words before the input URI
     fit: Any  # fit(array, rank, seed) -> result with .arrays and .warnings
     random: bool  # does the seed matter?
+    nonneg: bool = False  # needs nonnegative data (NMF)
+    nan_missing: bool = False  # NaN marks a missing entry instead of bad data
+    files: dict | None = None  # extra input files the CLI command names: {name: maker(a)}
 
 
 def _svd(method):
@@ -32,24 +35,91 @@ def _svd(method):
     return lambda a, k, seed: truncated_svd(a, RankRule("rank", k), method=method, rng=seed)
 
 
+def _nmf(**kw):
+    from rankwise.core.nmf import nmf, semi_nmf
+
+    if kw.pop("semi", False):
+        return lambda a, k, seed: semi_nmf(a, k, rng=seed, max_iter=50, **kw)
+    return lambda a, k, seed: nmf(a, k, rng=seed, max_iter=50, **kw)
+
+
+def _cur(a, k, seed):
+    from rankwise.core.cur import cur
+
+    return cur(a, k, rng=seed)
+
+
+def _block(shape) -> tuple[int, int]:
+    """A Kronecker block that tiles any shape here (empty and 1-D shapes get (1, 1))."""
+    dims = tuple(shape) if len(shape) == 2 else (1, 1)
+    return tuple(2 if d and d % 2 == 0 else 1 for d in dims)
+
+
+def _kpsvd(a, k, seed):
+    from rankwise.core.kpsvd import kpsvd
+
+    return kpsvd(a, _block(np.shape(a)), rule=RankRule("rank", k), rng=seed)
+
+
+def _weighted(a, k, seed):
+    from rankwise.core.wsvd import weighted_svd
+
+    m, n = np.shape(a) if np.ndim(a) == 2 else (1, 1)
+    return weighted_svd(a, RankRule("rank", k), row_weights=np.linspace(1, 2, m),
+                        col_weights=np.linspace(2, 1, n), rng=seed)  # fmt: skip
+
+
+def _elementwise(a, k, seed):
+    from rankwise.core.wsvd import elementwise_weighted_svd
+
+    w = np.random.default_rng(1).uniform(0.5, 1.5, np.shape(a))
+    return elementwise_weighted_svd(a, w, k, rng=seed, max_iter=30)
+
+
+def _weights_file(a):
+    return np.random.default_rng(1).uniform(0.5, 1.5, a.shape)
+
+
 ALGORITHMS = [
     Algorithm("svd-exact", ["svd", "--method", "exact"], _svd("exact"), False),
     Algorithm("svd-randomized", ["svd", "--method", "randomized"], _svd("randomized"), True),
     Algorithm("svd-lanczos", ["svd", "--method", "lanczos"], _svd("lanczos"), True),
-]
+    Algorithm("svd-row-col-weights", ["svd", "--row-weights", "r.npy", "--col-weights",
+              "c.npy"], _weighted, False,
+              files={"r.npy": lambda a: np.linspace(1, 2, a.shape[0]),
+                     "c.npy": lambda a: np.linspace(2, 1, a.shape[1])}),
+    Algorithm("svd-elementwise-weights", ["svd", "--weights", "w.npy"], _elementwise, False,
+              files={"w.npy": _weights_file}),
+    Algorithm("nmf-hals", ["nmf"], _nmf(), False, nonneg=True, nan_missing=True),
+    Algorithm("nmf-mu-kl", ["nmf", "--loss", "kl"], _nmf(loss="kl"), False, nonneg=True,
+              nan_missing=True),
+    Algorithm("nmf-random-init", ["nmf", "--init", "random"], _nmf(init="random"), True,
+              nonneg=True, nan_missing=True),
+    Algorithm("semi-nmf", ["nmf", "--semi"], _nmf(semi=True), False),
+    Algorithm("semi-nmf-random", ["nmf", "--semi", "--init", "random"],
+              _nmf(semi=True, init="random"), True),
+    Algorithm("cur-randomized", ["cur"], _cur, True),
+    Algorithm("kpsvd", ["kpsvd", "--block", "2x1"], _kpsvd, False),
+]  # fmt: skip
 IDS = [a.name for a in ALGORITHMS]
 
 
-def data(m=60, n=25, dtype=np.float64, seed=0):
+def data(m=60, n=26, dtype=np.float64, seed=0, nonneg=False):
     rng = np.random.default_rng(seed)
+    if nonneg:
+        return (rng.random((m, 6)) @ rng.random((6, n))).astype(dtype)
     return (rng.standard_normal((m, 6)) @ rng.standard_normal((6, n))).astype(dtype)
 
 
 @pytest.mark.parametrize("alg", ALGORITHMS, ids=IDS)
 @pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
 def test_nonfinite_refused(alg, bad):
-    a = data()
+    a = data(nonneg=alg.nonneg)
     a[3, 4] = bad
+    if alg.nan_missing and np.isnan(bad):
+        res = alg.fit(a, 2, 0)  # a missing entry: the fit covers the others
+        assert all(np.isfinite(x).all() for x in res.arrays.values())
+        return
     with pytest.raises(DataError):
         alg.fit(a, 2, 0)
 
@@ -68,29 +138,47 @@ CLAMPING = [a for a in ALGORITHMS if a.name != "svd-lanczos"]
 
 @pytest.mark.parametrize("alg", CLAMPING, ids=[a.name for a in CLAMPING])
 def test_rank_larger_than_data_is_clamped_with_warning(alg):
-    res = alg.fit(data(20, 8), 50, 0)
+    res = alg.fit(data(20, 8, nonneg=alg.nonneg), 50, 0)
     assert max(x.shape[-1] if x.ndim > 1 else x.shape[0] for x in res.arrays.values()) <= 20
     assert any("clamp" in w for w in res.warnings)
 
 
 @pytest.mark.parametrize("alg", ALGORITHMS, ids=IDS)
 def test_float32_kept(alg):
-    res = alg.fit(data(dtype=np.float32), 3, 0)
-    assert all(x.dtype == np.float32 for x in res.arrays.values())
+    res = alg.fit(data(dtype=np.float32, nonneg=alg.nonneg), 3, 0)
+    floats = [x for x in res.arrays.values() if x.dtype.kind == "f"]  # CUR indices are int64
+    assert floats and all(x.dtype == np.float32 for x in floats)
 
 
 @pytest.mark.parametrize("alg", ALGORITHMS, ids=IDS)
 def test_same_seed_same_bytes(alg):
-    a = data()
+    a = data(nonneg=alg.nonneg)
     r1, r2 = alg.fit(a, 4, 7), alg.fit(a, 4, 7)
     assert {k: v.tobytes() for k, v in r1.arrays.items()} == {
         k: v.tobytes() for k, v in r2.arrays.items()
     }
 
 
+RANDOM = [a for a in ALGORITHMS if a.random]
+
+
+@pytest.mark.parametrize("alg", RANDOM, ids=[a.name for a in RANDOM])
+def test_the_seed_reaches_every_random_step(alg):
+    # a slowly decaying spectrum: a sketch that depends on the seed changes the result
+    rng = np.random.default_rng(3)
+    a = rng.random((60, 26)) if alg.nonneg else rng.standard_normal((60, 26))
+    r1, r2 = alg.fit(a, 4, 1), alg.fit(a, 4, 2)
+    assert {k: v.tobytes() for k, v in r1.arrays.items()} != {
+        k: v.tobytes() for k, v in r2.arrays.items()
+    }
+
+
 @pytest.mark.parametrize("alg", ALGORITHMS, ids=IDS)
 def test_cli_report_fields_and_output(alg, cli, tmp_path):
-    np.save(tmp_path / "x.npy", data())
+    a = data(nonneg=alg.nonneg)
+    np.save(tmp_path / "x.npy", a)
+    for name, make in (alg.files or {}).items():
+        np.save(tmp_path / name, make(a))
     cli(*alg.command, "x.npy", "-o", "o.npz", "--rank", "3", "--seed", "5")
     rep = load_report(tmp_path / "o.report.json")  # validates against the schema
     arrays, attrs = read_result(tmp_path / "o.npz")

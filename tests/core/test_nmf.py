@@ -67,7 +67,8 @@ def test_hals_recovers_planted_exactly():
     res = nmf(x, 5, tol=1e-12, max_iter=2000, rng=0)
     assert res.method == "hals"
     assert rel_err(x, res) <= 1e-6
-    assert res.metrics["relative_error"] == pytest.approx(rel_err(x, res), rel=1e-6, abs=1e-15)
+    reported = res.metrics["relative_frobenius_error"]
+    assert reported == pytest.approx(rel_err(x, res), rel=1e-6, abs=1e-15)
     assert res.converged
     # planted components found: every column of W matches a planted one
     assert factor_match(res.arrays["W"], w) > 1 - 1e-6
@@ -94,7 +95,7 @@ def test_sparse_input_is_never_densified(monkeypatch):
     monkeypatch.undo()
     assert rel_err(x, res) <= 1e-6
     assert kl.method == "mu" and np.isfinite(kl.metrics["kl_divergence"])
-    assert rel_err(x, semi) == pytest.approx(semi.metrics["relative_error"], rel=1e-6)
+    assert rel_err(x, semi) == pytest.approx(semi.metrics["relative_frobenius_error"], rel=1e-6)
 
 
 def test_sparse_and_dense_mu_agree():
@@ -232,7 +233,7 @@ def test_masked_nmf_recovers_missing_entries(zero):
     held_out = np.linalg.norm((y - x)[missing]) / np.linalg.norm(x[missing])
     assert held_out <= 1e-3
     observed = np.linalg.norm((y - x)[~missing]) / np.linalg.norm(x[~missing])
-    assert res.metrics["relative_error"] == pytest.approx(observed, rel=1e-6, abs=1e-14)
+    assert res.metrics["relative_frobenius_error"] == pytest.approx(observed, rel=1e-6, abs=1e-14)
     assert res.details["masked"] and res.details["missing"] == int(missing.sum())
 
 
@@ -394,8 +395,9 @@ def test_rank_larger_than_data_is_clamped():
     for res in (nmf(x, 20, max_iter=20), semi_nmf(x, 20, max_iter=20)):
         assert res.arrays["W"].shape == (9, 6) and res.arrays["H"].shape == (6, 6)
         assert any("clamp" in w for w in res.warnings)
+        row = {"rule": "rank", "threshold": 20, "rank": 6, "given": True}
         assert res.rank == {"value": 6, "rule": "rank", "threshold": 20, "max_rank": 6,
-                            "clamped": True}  # fmt: skip
+                            "clamped": True, "by_rule": [row]}  # fmt: skip
 
 
 def test_float32_is_kept():
@@ -418,7 +420,7 @@ def test_float32_is_kept():
 
 def test_zero_matrix():
     res = nmf(np.zeros((6, 5)), 2)
-    assert res.metrics["relative_error"] == 0.0 and not res.arrays["W"].any()
+    assert res.metrics["relative_frobenius_error"] == 0.0 and not res.arrays["W"].any()
     assert res.stop_reason == "zero matrix"
 
 
@@ -429,7 +431,8 @@ def test_extreme_magnitudes_are_scaled_exactly():
     ref = nmf(x, 3, max_iter=30, rng=0)
     np.testing.assert_allclose(big.arrays["W"] / 2.0**600, ref.arrays["W"], rtol=1e-10,
                                atol=1e-12)  # fmt: skip
-    assert big.metrics["relative_error"] == pytest.approx(ref.metrics["relative_error"])
+    key = "relative_frobenius_error"
+    assert big.metrics[key] == pytest.approx(ref.metrics[key])
     assert any("scaled" in wn for wn in big.warnings)
 
 
@@ -457,4 +460,4 @@ def test_matches_sklearn_final_error():
     wr = ref.fit_transform(x)
     err_ref = np.linalg.norm(x - wr @ ref.components_) / np.linalg.norm(x)
     res = nmf(x, 6, init="nndsvda", tol=1e-8, max_iter=5000)
-    assert abs(res.metrics["relative_error"] - err_ref) <= 0.01 * err_ref
+    assert abs(res.metrics["relative_frobenius_error"] - err_ref) <= 0.01 * err_ref
