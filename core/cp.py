@@ -121,6 +121,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from .errors import BudgetError, DataError, ParameterError
+from .errors import human_bytes as _human
 from .linalg import eps as _eps
 from .loop import run_loop
 from .result import Result
@@ -261,15 +262,6 @@ def estimate_bytes(shape, dtype, rank: int, *, nonneg: bool = False, n_init: int
             init_b = max(init_b, r * (size // max(dims[0], dims[-1])) * (w + 16))
     scan = min(size, (64 << 20) // w)  # isfinite mask of one scan block
     return int(stored + factors + max(tree + resid, init_b, scan))
-
-
-def _human(nbytes) -> str:
-    x = float(nbytes)
-    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
-        if x < 1024 or unit == "TiB":
-            return f"{x:.1f} {unit}" if unit != "B" else f"{int(x)} B"
-        x /= 1024
-    return f"{x:.1f} TiB"
 
 
 # --- Khatri–Rao products and the dimension tree ------------------------------------------------

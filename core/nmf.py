@@ -95,6 +95,7 @@ import numpy as np
 
 from . import randomized
 from .errors import BudgetError, DataError, ParameterError
+from .errors import human_bytes as _human
 from .linalg import eps as _eps
 from .linalg import thin_svd
 from .loop import run_loop
@@ -253,15 +254,6 @@ def estimate_bytes(shape, dtype, *, rank: int, sparse: bool = False, nnz: int | 
         init = 4 * (m + n) * ell * w + (nnz * 8 if sparse else 0)
     resid = 2 * RESIDUAL_BLOCK_BYTES + 2 * min(RESIDUAL_BLOCK_BYTES, m * n * w)
     return int(stored + factors + max(extra + resid, init))
-
-
-def _human(nbytes) -> str:
-    x = float(nbytes)
-    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
-        if x < 1024 or unit == "TiB":
-            return f"{x:.1f} {unit}" if unit != "B" else f"{int(x)} B"
-        x /= 1024
-    return f"{x:.1f} TiB"
 
 
 # --- data ------------------------------------------------------------------------------------

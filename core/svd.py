@@ -19,6 +19,7 @@ import numpy as np
 
 from . import randomized
 from .errors import BudgetError, ParameterError
+from .errors import human_bytes as _human
 from .linalg import eps, orth, orthogonality_loss, qr_tall, svd_flip, tall_svd, thin_svd
 from .operator import (
     BlockOperator,
@@ -703,17 +704,6 @@ def _explicit_residual_sq(op, u, s, vt) -> float:
         rb = np.asarray(blk, np.float64) - u64[start : start + blk.shape[0]] @ sv
         total += float(np.einsum("ij,ij->", rb, rb))
     return total
-
-
-def _human(nbytes) -> str:
-    if nbytes is None:
-        return "unbounded"
-    x = float(nbytes)
-    for unit in ("B", "KiB", "MiB", "GiB", "TiB", "PiB"):
-        if x < 1024 or unit == "PiB":
-            return f"{x:.1f} {unit}" if unit != "B" else f"{int(x)} B"
-        x /= 1024
-    return f"{x:.1f} PiB"
 
 
 __all__ = ["METHODS", "Plan", "SVDResult", "plan", "truncated_svd", "estimate_bytes",

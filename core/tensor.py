@@ -41,8 +41,10 @@ from collections.abc import Iterator, Sequence
 
 import numpy as np
 
-from .errors import DataError
+from .errors import DataError, human_bytes
 from .validate import count_nonfinite, working_dtype
+
+human = human_bytes  # byte counts in messages (tucker, tt)
 
 # Widened (float32 → float64) or transposed copies for the Gram are made in buffers of at most
 # this many bytes.
@@ -420,17 +422,6 @@ def resolution_warnings(steps, warnings, what: str) -> None:
                 f"{s['rank'] - resolved} direction(s) whose Gram eigenvalues are below its "
                 "rounding level (n·eps·λ_max): the data has no resolved structure there"
             )
-
-
-def human(nbytes) -> str:
-    if nbytes is None:
-        return "unbounded"
-    x = float(nbytes)
-    for unit in ("B", "KiB", "MiB", "GiB", "TiB", "PiB"):
-        if x < 1024 or unit == "PiB":
-            return f"{x:.1f} {unit}" if unit != "B" else f"{int(x)} B"
-        x /= 1024
-    return f"{x:.1f} PiB"
 
 
 __all__ = [
