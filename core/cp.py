@@ -123,7 +123,8 @@ import numpy as np
 from .errors import BudgetError, DataError, ParameterError
 from .errors import human_bytes as _human
 from .linalg import eps as _eps
-from .loop import run_loop
+from .loop import restart_rows, run_loop
+from .loop import stop_reason as loop_stop_reason
 from .result import Result
 from .validate import count_nonfinite, is_sparse, working_dtype
 
@@ -149,7 +150,6 @@ CALL_FLOPS = 10_000
 _IDENTITY_MARGIN = 100.0
 # A residual below this many rounding units (R+N)·eps·‖X‖ is noise: the fit cannot improve.
 _FLOOR_MARGIN = 10.0
-AT_FLOOR = "fit at the rounding floor"
 # Blocks of the explicit residual and of the copied slices of a thin middle-mode unfolding.
 RESIDUAL_BLOCK_BYTES = 8 << 20
 GRAM_BLOCK_BYTES = 8 << 20
@@ -1248,22 +1248,17 @@ def _finish(runs, d: _Data, r, scale, nonneg, method, reason, warnings, details,
     n_par = r * (1 + sum(shape))
     metrics["n_parameters"] = int(n_par)
     metrics["compression_ratio"] = math.prod(shape) / n_par
-    metrics["restart_objectives"] = [run.objective for run in runs]
+    # None marks a restart whose objective was not finite (JSON has no infinity)
+    metrics["restart_objectives"] = [run.objective if math.isfinite(run.objective) else None
+                                     for run in runs]  # fmt: skip
     if len(runs) > 1:
         f2, _ = _normalise(runs[order[1]].f, runs[order[1]].lam, dead)
         metrics["factor_match"] = factor_match(f, f2)
         metrics["factor_match_restarts"] = [runs[order[0]].restart, runs[order[1]].restart]
     if scale != 1.0:
         lam_w = (np.asarray(lam_w, np.float64) / scale).astype(d.dtype)
-    restarts = [{
-        "restart": run.restart, "init": run.init, "iterations": run.loop.iterations,
-        "objective": run.objective, "initial_objective": run.initial_objective,
-        "converged": run.loop.converged, "stop_reason": run.loop.stop_reason, **run.details,
-    } for run in runs]  # fmt: skip
-    stop_reason = best.loop.stop_reason
-    if best.loop.history and best.loop.history[-1].get("at_rounding_floor"):
-        stop_reason = (f"{AT_FLOOR}: relative error "
-                       f"{best.loop.history[-1]['relative_error']:.3g}")  # fmt: skip
+    restarts = restart_rows(runs)
+    stop_reason = loop_stop_reason(best.loop)
     details = {
         **details,
         **best.details,

@@ -79,3 +79,23 @@ def run_loop(sweep: Callable[[int], float | tuple[float, dict]], *, tol: float, 
         if callback is not None and callback(event):
             return LoopResult(it, objective, history, False, "stopped by callback")
         prev = objective
+
+
+AT_FLOOR = "fit at the rounding floor"
+
+
+def restart_rows(runs) -> list[dict]:
+    """One report row per restart of a solver with restarts (each run has ``restart``,
+    ``init``, ``objective``, ``initial_objective``, ``loop``: a LoopResult, ``details``)."""
+    return [{
+        "restart": r.restart, "init": r.init, "iterations": r.loop.iterations,
+        "objective": r.objective, "initial_objective": r.initial_objective,
+        "converged": r.loop.converged, "stop_reason": r.loop.stop_reason, **r.details,
+    } for r in runs]  # fmt: skip
+
+
+def stop_reason(loop: LoopResult) -> str:
+    """The loop's stop reason, or the rounding-floor one when its last sweep hit the floor."""
+    if loop.history and loop.history[-1].get("at_rounding_floor"):
+        return f"{AT_FLOOR}: relative error {loop.history[-1]['relative_error']:.3g}"
+    return loop.stop_reason

@@ -98,7 +98,8 @@ from .errors import BudgetError, DataError, ParameterError
 from .errors import human_bytes as _human
 from .linalg import eps as _eps
 from .linalg import thin_svd
-from .loop import run_loop
+from .loop import restart_rows, run_loop
+from .loop import stop_reason as loop_stop_reason
 from .operator import as_operator, dense_matmat, dense_rmatmat
 from .result import Result
 from .validate import check_matrix_shape, count_nonfinite, is_sparse, working_dtype
@@ -708,7 +709,6 @@ class _HALS:
 # A residual below this many rounding units (k+2)·eps·‖X‖ is noise: the fit cannot improve
 # (HALS on exact data bottoms out near 2.5·eps·‖X‖ in float64 and in float32, measured).
 _FLOOR_MARGIN = 10.0
-AT_FLOOR = "fit at the rounding floor"
 
 
 def _report(d: _Data, fit: float, reg, w, ht):
@@ -1271,15 +1271,8 @@ def _finish_result(runs, d, k, rank, scale, loss, reg_user, reg_work, semi, meth
         warnings.append(f"entries of magnitude near 2^{-e} were scaled by 2^{e} (exactly) to "
                         "keep the Gram products finite; W and H are scaled back, objectives "
                         f"are those of the data times 2^{e}")  # fmt: skip
-    restarts = [{
-        "restart": r.restart, "init": r.init, "iterations": r.loop.iterations,
-        "objective": r.objective, "initial_objective": r.initial_objective,
-        "converged": r.loop.converged, "stop_reason": r.loop.stop_reason, **r.details,
-    } for r in runs]  # fmt: skip
-    stop_reason = best.loop.stop_reason
-    if best.loop.history and best.loop.history[-1].get("at_rounding_floor"):
-        stop_reason = (f"{AT_FLOOR}: relative error "
-                       f"{best.loop.history[-1]['relative_error']:.3g}")  # fmt: skip
+    restarts = restart_rows(runs)
+    stop_reason = loop_stop_reason(best.loop)
     details = {
         **details,
         "restarts": restarts,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+from abc import ABC, abstractmethod
 from collections.abc import Iterator
 from typing import Any
 
@@ -47,7 +48,7 @@ def os_errors(
         ) from exc
 
 
-class ArrayHandle:
+class ArrayHandle(ABC):
     """Lazy handle on one array of a file or store.
 
     Opening and describe() read metadata only. read() budget-checks the declared size before
@@ -272,11 +273,12 @@ class ArrayHandle:
         )
 
     # -- engine hooks ------------------------------------------------------------------------
+    @abstractmethod
     def _read(self) -> Any:
-        raise NotImplementedError
+        """The whole array (the caller has checked the budget)."""
 
-    def _read_rows(self, start: int, stop: int) -> np.ndarray:
-        raise NotImplementedError
+    # Engines that read row ranges define ``_read_rows(start, stop)`` and use the default
+    # ``_dense_blocks``; the others (NPY, NPZ, MatrixMarket) override ``_dense_blocks``.
 
     def _read_rows_into(self, start: int, stop: int, out: np.ndarray) -> None:
         # Engines that can decode straight into a buffer override this.
@@ -284,9 +286,7 @@ class ArrayHandle:
 
     def _can_read_into(self) -> bool:
         cls = type(self)
-        return cls._read_rows_into is not ArrayHandle._read_rows_into or (
-            cls._read_rows is not ArrayHandle._read_rows
-        )
+        return cls._read_rows_into is not ArrayHandle._read_rows_into or hasattr(cls, "_read_rows")
 
     def _ring_blocks(self, rows: int, budget: int | None, ring: int):
         nrows = self.shape[0]
@@ -302,6 +302,7 @@ class ArrayHandle:
 
     def _before_blocks(self) -> None:
         """Checks an engine must run before the first block (e.g. missing Zarr chunks)."""
+        return None  # nothing to check by default
 
     def _dense_blocks(self, rows: int, budget: int | None) -> Iterator[tuple[int, np.ndarray]]:
         # Default: one engine read per block (engines that keep a stream open override).

@@ -6,6 +6,7 @@ integers within the declared shape, and all three must have the same length.
 
 from __future__ import annotations
 
+from abc import abstractmethod
 from collections.abc import Iterator
 from typing import Any
 
@@ -99,8 +100,9 @@ class SparseCOOHandle(ArrayHandle):
     def __init__(self, *, ncols_rows: tuple[int, int], **kwargs: Any) -> None:
         super().__init__(shape=ncols_rows, sparse=True, **kwargs)
 
+    @abstractmethod
     def _slice(self, member: str, start: int, stop: int) -> np.ndarray:
-        raise NotImplementedError
+        """Entries [start, stop) of the COO member ``row``, ``col`` or ``data``."""
 
     def _checked_chunk(self, start: int, stop: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         m, n = self.shape
