@@ -43,12 +43,16 @@ def _register() -> None:
     from .info import info
     from .matrix import cur, kpsvd, nmf
     from .svd import svd
+    from .tensor import cp, tt, tucker
 
     app.command("info")(info)
     app.command("svd")(svd)
     app.command("nmf")(nmf)
     app.command("cur")(cur)
     app.command("kpsvd")(kpsvd)
+    app.command("cp")(cp)
+    app.command("tucker")(tucker)
+    app.command("tt")(tt)
 
 
 _register()

@@ -233,20 +233,23 @@ class Run:
             sys.stderr.write(f"rankwise {self.command}: {summary}\n")
 
     def commit(self, res, *, handle, data, requested: str, parameters: dict, summary: str,
-               attrs: dict, fingerprint: str | None = None) -> None:  # fmt: skip
+               attrs: dict, fingerprint: str | None = None,
+               input_section: dict | None = None) -> None:  # fmt: skip
         """Stage the result's arrays, build the whole report, commit both together.
 
         ``res`` is a core result (``arrays``, ``method``, ``method_reason``, ``details``,
         ``metrics``, ``rank``, ``history``, ``converged``, ``stop_reason``, ``warnings``);
-        ``parameters`` the command's own effective parameters (the shared ones are added).
+        ``parameters`` the command's own effective parameters (the shared ones are added);
+        ``input_section`` replaces the one built from ``handle`` (inputs that are not arrays).
         """
         with self.stage(res.arrays, attrs) as staged:
             for w in res.warnings:
                 self.warn(w)
             rep = self.report_head(["rankwise", *sys.argv[1:]])
-            nnz = getattr(data, "nnz", None) if handle.sparse else None
+            nnz = getattr(data, "nnz", None) if handle is not None and handle.sparse else None
             rep.update(
-                input=self.input_section(
+                input=input_section
+                or self.input_section(
                     handle, data, fingerprint=fingerprint, nnz=nnz, missing=self.missing
                 ),  # fmt: skip
                 output={**staged.info, "report": str(self.report_path.resolve())},

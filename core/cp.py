@@ -251,12 +251,13 @@ def estimate_bytes(shape, dtype, rank: int, *, nonneg: bool = False, n_init: int
     factors = (8 * 5 + 2 * w) * sum(dims) * r + (8 * sum(dims) * r if n_init > 1 else 0)
     # KR and partial of each group; contraction temporaries; the line search's T_L
     tree = r * w * (2 * nl + 2 * nr + max(nl, nr) + nl)
-    resid = 2 * RESIDUAL_BLOCK_BYTES + r * w * (nl + nr)
+    # blocks never exceed the tensor itself (in float64)
+    resid = 2 * min(RESIDUAL_BLOCK_BYTES, 8 * size) + r * w * (nl + nr)
     init_b = 0
     if init in ("auto", "hosvd"):
         rest = [size // d for d in dims]
         side = max(min(d, o) for d, o in zip(dims, rest, strict=True))
-        init_b = 4 * side * side * 8 + 2 * GRAM_BLOCK_BYTES
+        init_b = 4 * side * side * 8 + 2 * min(GRAM_BLOCK_BYTES, size * w)
         if not nonneg and not _compression_refused(dims, r, 0):
             # the first projection (R·∏I/I_first, working dtype and float64) and a copy
             init_b = max(init_b, r * (size // max(dims[0], dims[-1])) * (w + 16))
@@ -1138,7 +1139,9 @@ def _run_restarts(make, n_init: int, tol: float, max_iter: int, callback):
 
 def _rank_info(rank: int, r: int, bound: int) -> dict:
     return {"value": int(r), "rule": "rank", "threshold": int(rank), "max_rank": int(bound),
-            "clamped": bool(rank > bound)}  # fmt: skip
+            "clamped": bool(rank > bound),
+            "by_rule": [{"rule": "rank", "threshold": int(rank), "rank": int(r),
+                         "given": True}]}  # fmt: skip
 
 
 def cp(x, rank: int, *, nonneg: bool = False, init: str = "auto", tol: float = 1e-8,

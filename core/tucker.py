@@ -193,7 +193,16 @@ def estimate_bytes(
     size = math.prod(shape)
     first = r[0] * size // shape[0]
     conv = size * w if np.dtype(dtype) != wdt else 0
-    return int(conv + first + grams + 4 * T.GRAM_BLOCK_BYTES + 2 * T.RESIDUAL_BLOCK_BYTES)
+    blocks = 4 * min(T.GRAM_BLOCK_BYTES, size * w) + 2 * min(T.RESIDUAL_BLOCK_BYTES, size * 8)
+    return int(conv + first + grams + blocks)
+
+
+def in_memory_bytes(shape, dtype, *, ranks=None) -> int:
+    """Peak bytes of an in-memory run, the tensor in the working dtype included."""
+    wdt = working_dtype(dtype, method="tucker")
+    return math.prod(int(s) for s in shape) * wdt.itemsize + estimate_bytes(
+        shape, dtype, ranks=ranks
+    )
 
 
 # --- the budget rule (Tucker packing) -------------------------------------------------------
@@ -624,7 +633,7 @@ def tucker(x, *, ranks=None, tol: float | None = None, budget: int | None = None
     if streaming is None:
         streaming = False
         if source is not None and max_memory is not None:
-            need = math.prod(shape) * wdt.itemsize + estimate_bytes(shape, dtype, ranks=fixed)
+            need = in_memory_bytes(shape, dtype, ranks=fixed)
             streaming = need > max_memory
             if streaming and (rule == "budget" or method == "hooi"):
                 raise BudgetError(
@@ -645,7 +654,7 @@ def tucker(x, *, ranks=None, tol: float | None = None, budget: int | None = None
                           svd, warnings, on_first_pass)  # fmt: skip
     # --- in memory
     if source is not None:
-        est = math.prod(shape) * wdt.itemsize + estimate_bytes(shape, dtype, ranks=fixed)
+        est = in_memory_bytes(shape, dtype, ranks=fixed)
         if max_memory is not None and est > max_memory:
             raise BudgetError(f"tucker needs about {T.human(est)} for shape {shape} {wdt} but "
                               f"the memory budget is {T.human(max_memory)}")  # fmt: skip

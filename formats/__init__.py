@@ -16,7 +16,7 @@ from .errors import (
     StorageError,
     UsageError,
 )
-from .fingerprints import Fingerprinter, fingerprint
+from .fingerprints import Fingerprinter, fingerprint, fingerprint_many
 from .handle import ArrayHandle
 from .outputs import (
     Staged,
@@ -53,6 +53,7 @@ __all__ = [
     "commit_all",
     "detect_format",
     "fingerprint",
+    "fingerprint_many",
     "list_arrays",
     "open",
     "open_array",

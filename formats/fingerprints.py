@@ -107,3 +107,12 @@ def fingerprint(array: Any, *, block_bytes: int = BLOCK_BYTES) -> str:
         return _digest(array.dtype, array.shape, [array], True)
     a = np.asarray(array)
     return _digest(a.dtype, a.shape, _row_blocks(a, block_bytes), False)
+
+
+def fingerprint_many(arrays: dict[str, Any]) -> str:
+    """'sha256:<hex>' of named arrays (e.g. the cores of a result): names and fingerprints
+    in name order."""
+    h = hashlib.sha256()
+    for name in sorted(arrays):
+        h.update(f"{name}={fingerprint(arrays[name])};".encode())
+    return "sha256:" + h.hexdigest()

@@ -50,3 +50,30 @@ def load_report(path) -> dict:
     rep = json.loads(Path(path).read_text())
     validate(rep)
     return rep
+
+
+def spy_on(monkeypatch, module, name):
+    """Record the keyword arguments the CLI passes to ``module.name`` (which still runs)."""
+    seen = {}
+    real = getattr(module, name)
+
+    def spy(*args, **kwargs):
+        seen.update(kwargs, _args=args)
+        if "rng" in kwargs:  # its state at the call (the run consumes it)
+            seen["_rng_state"] = kwargs["rng"].bit_generator.state
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(module, name, spy)
+    return seen
+
+
+def run_in_process(tmp_path, monkeypatch, argv):
+    """Run the CLI in this process (so spies see the core calls); it must exit 0."""
+    import pytest
+
+    from rankwise.cli.main import main
+
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(SystemExit) as exc:
+        main(argv)
+    assert exc.value.code == 0

@@ -6,6 +6,7 @@ over every entry. New algorithms add an entry to ALGORITHMS.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -27,6 +28,9 @@ class Algorithm:
     nonneg: bool = False  # needs nonnegative data (NMF)
     nan_missing: bool = False  # NaN marks a missing entry instead of bad data
     files: dict | None = None  # extra input files the CLI command names: {name: maker(a)}
+    order: int = 2  # the order of the data it gets (2: a matrix)
+    rank_option: str = "--rank"  # how the CLI command takes the rank
+    bad_orders: tuple = (1, 3)  # orders it refuses (besides empty data)
 
 
 def _svd(method):
@@ -76,6 +80,24 @@ def _elementwise(a, k, seed):
     return elementwise_weighted_svd(a, w, k, rng=seed, max_iter=30)
 
 
+def _cp(**kw):
+    from rankwise.core.cp import cp
+
+    return lambda a, k, seed: cp(a, k, rng=seed, max_iter=50, **kw)
+
+
+def _tucker(a, k, seed):
+    from rankwise.core.tucker import tucker
+
+    return tucker(a, ranks=k, rng=seed)
+
+
+def _tt(a, k, seed):
+    from rankwise.core.tt import tt
+
+    return tt(a, max_rank=k)
+
+
 def _weights_file(a):
     return np.random.default_rng(1).uniform(0.5, 1.5, a.shape)
 
@@ -100,6 +122,14 @@ ALGORITHMS = [
               _nmf(semi=True, init="random"), True),
     Algorithm("cur-randomized", ["cur"], _cur, True),
     Algorithm("kpsvd", ["kpsvd", "--block", "2x1"], _kpsvd, False),
+    Algorithm("cp-als", ["cp"], _cp(), False, order=3, bad_orders=(1, 2)),
+    Algorithm("cp-random-init", ["cp", "--init", "random"], _cp(init="random"), True,
+              order=3, bad_orders=(1, 2)),
+    Algorithm("cp-nonneg", ["cp", "--nonneg"], _cp(nonneg=True), False, nonneg=True, order=3,
+              bad_orders=(1, 2)),
+    Algorithm("tucker", ["tucker"], _tucker, False, order=3, rank_option="--ranks",
+              bad_orders=(1, 2)),
+    Algorithm("tt", ["tt"], _tt, False, order=3, rank_option="--max-rank", bad_orders=(1,)),
 ]  # fmt: skip
 IDS = [a.name for a in ALGORITHMS]
 
@@ -111,11 +141,41 @@ def data(m=60, n=26, dtype=np.float64, seed=0, nonneg=False):
     return (rng.standard_normal((m, 6)) @ rng.standard_normal((6, n))).astype(dtype)
 
 
+TENSOR = (12, 10, 8)
+SMALL_TENSOR = (4, 3, 2)
+
+
+def sample(alg, *, small=False, dtype=np.float64, seed=0, planted=True):
+    """The data an algorithm gets: a matrix, or a tensor of its order (a planted rank-6 CP
+    model, or plain random entries)."""
+    if alg.order == 2:
+        if not planted:
+            rng = np.random.default_rng(seed)
+            return rng.random((60, 26)) if alg.nonneg else rng.standard_normal((60, 26))
+        m, n = (20, 8) if small else (60, 26)
+        return data(m, n, dtype, seed, alg.nonneg)
+    shape = SMALL_TENSOR if small else TENSOR
+    rng = np.random.default_rng(seed)
+    draw = rng.random if alg.nonneg else rng.standard_normal
+    if not planted:
+        return draw(shape).astype(dtype)
+    factors = [draw((n, 6)) for n in shape]
+    return np.einsum("ir,jr,kr->ijk", *factors).astype(dtype)
+
+
+def largest_rank(shape) -> int:
+    """No factor dimension may exceed this: min(m, n) bounds matrix ranks by max(m, n);
+    ∏I/max I_n bounds CP ranks."""
+    if len(shape) == 2:
+        return max(shape)
+    return max(max(shape), math.prod(shape) // max(shape))
+
+
 @pytest.mark.parametrize("alg", ALGORITHMS, ids=IDS)
 @pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
 def test_nonfinite_refused(alg, bad):
-    a = data(nonneg=alg.nonneg)
-    a[3, 4] = bad
+    a = sample(alg)
+    a[(3, 4) + (1,) * (a.ndim - 2)] = bad
     if alg.nan_missing and np.isnan(bad):
         res = alg.fit(a, 2, 0)  # a missing entry: the fit covers the others
         assert all(np.isfinite(x).all() for x in res.arrays.values())
@@ -124,35 +184,49 @@ def test_nonfinite_refused(alg, bad):
         alg.fit(a, 2, 0)
 
 
+WRONG_ORDER = {1: (7,), 2: (5, 6), 3: (2, 3, 4)}
+
+
 @pytest.mark.parametrize("alg", ALGORITHMS, ids=IDS)
-@pytest.mark.parametrize("shape", [(0, 5), (5, 0), (7,), (2, 3, 4)])
-def test_empty_and_wrong_ndim_refused(alg, shape):
+@pytest.mark.parametrize("case", ["empty-first", "empty-second", "wrong-order", "order-1"])
+def test_empty_and_wrong_ndim_refused(alg, case):
+    if case.startswith("empty"):
+        shape = [5] * alg.order
+        shape[0 if case == "empty-first" else 1] = 0
+    else:
+        orders = [o for o in alg.bad_orders if (o == 1) == (case == "order-1")]
+        if not orders:
+            pytest.skip(f"{alg.name} accepts every order above 1")
+        shape = WRONG_ORDER[orders[-1]]
     with pytest.raises(DataError):
         alg.fit(np.ones(shape), 1, 0)
 
 
 # ARPACK cannot return min(m, n) triplets: forcing Lanczos with such a rank is a usage error
-# (tested in tests/core/test_svd.py), so it is left out here.
-CLAMPING = [a for a in ALGORITHMS if a.name != "svd-lanczos"]
+# (tested in tests/core/test_svd.py), so it is left out here. A TT --max-rank is a cap, not a
+# request: a cap above the feasible bond rank is simply not binding (tests/core/test_tt.py).
+CLAMPING = [a for a in ALGORITHMS if a.name not in ("svd-lanczos", "tt")]
 
 
 @pytest.mark.parametrize("alg", CLAMPING, ids=[a.name for a in CLAMPING])
 def test_rank_larger_than_data_is_clamped_with_warning(alg):
-    res = alg.fit(data(20, 8, nonneg=alg.nonneg), 50, 0)
-    assert max(x.shape[-1] if x.ndim > 1 else x.shape[0] for x in res.arrays.values()) <= 20
+    a = sample(alg, small=True)
+    res = alg.fit(a, 50, 0)
+    bound = largest_rank(a.shape)
+    assert max(x.shape[-1] if x.ndim > 1 else x.shape[0] for x in res.arrays.values()) <= bound
     assert any("clamp" in w for w in res.warnings)
 
 
 @pytest.mark.parametrize("alg", ALGORITHMS, ids=IDS)
 def test_float32_kept(alg):
-    res = alg.fit(data(dtype=np.float32, nonneg=alg.nonneg), 3, 0)
+    res = alg.fit(sample(alg, dtype=np.float32), 3, 0)
     floats = [x for x in res.arrays.values() if x.dtype.kind == "f"]  # CUR indices are int64
     assert floats and all(x.dtype == np.float32 for x in floats)
 
 
 @pytest.mark.parametrize("alg", ALGORITHMS, ids=IDS)
 def test_same_seed_same_bytes(alg):
-    a = data(nonneg=alg.nonneg)
+    a = sample(alg)
     r1, r2 = alg.fit(a, 4, 7), alg.fit(a, 4, 7)
     assert {k: v.tobytes() for k, v in r1.arrays.items()} == {
         k: v.tobytes() for k, v in r2.arrays.items()
@@ -165,8 +239,7 @@ RANDOM = [a for a in ALGORITHMS if a.random]
 @pytest.mark.parametrize("alg", RANDOM, ids=[a.name for a in RANDOM])
 def test_the_seed_reaches_every_random_step(alg):
     # a slowly decaying spectrum: a sketch that depends on the seed changes the result
-    rng = np.random.default_rng(3)
-    a = rng.random((60, 26)) if alg.nonneg else rng.standard_normal((60, 26))
+    a = sample(alg, seed=3, planted=False)
     r1, r2 = alg.fit(a, 4, 1), alg.fit(a, 4, 2)
     assert {k: v.tobytes() for k, v in r1.arrays.items()} != {
         k: v.tobytes() for k, v in r2.arrays.items()
@@ -175,11 +248,11 @@ def test_the_seed_reaches_every_random_step(alg):
 
 @pytest.mark.parametrize("alg", ALGORITHMS, ids=IDS)
 def test_cli_report_fields_and_output(alg, cli, tmp_path):
-    a = data(nonneg=alg.nonneg)
+    a = sample(alg)
     np.save(tmp_path / "x.npy", a)
     for name, make in (alg.files or {}).items():
         np.save(tmp_path / name, make(a))
-    cli(*alg.command, "x.npy", "-o", "o.npz", "--rank", "3", "--seed", "5")
+    cli(*alg.command, "x.npy", "-o", "o.npz", alg.rank_option, "3", "--seed", "5")
     rep = load_report(tmp_path / "o.report.json")  # validates against the schema
     arrays, attrs = read_result(tmp_path / "o.npz")
     assert attrs["kind"] == alg.command[0] == rep["command"]

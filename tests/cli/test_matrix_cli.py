@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import scipy.io
 import scipy.sparse as sp
-from helpers import load_report
+from helpers import load_report, run_in_process, spy_on
 
 from rankwise.formats import read_result
 
@@ -123,36 +123,12 @@ def test_nmf_usage_errors(cli, tmp_path, args, needle):
 # --- every option reaches the core ------------------------------------------------------
 
 
-def _spy(monkeypatch, module, name):
-    """Record the keyword arguments the CLI passes to ``module.name`` (which still runs)."""
-    seen = {}
-    real = getattr(module, name)
-
-    def spy(*args, **kwargs):
-        seen.update(kwargs, _args=args)
-        if "rng" in kwargs:  # its state at the call (the run consumes it)
-            seen["_rng_state"] = kwargs["rng"].bit_generator.state
-        return real(*args, **kwargs)
-
-    monkeypatch.setattr(module, name, spy)
-    return seen
-
-
-def _run(tmp_path, monkeypatch, argv):
-    from rankwise.cli.main import main
-
-    monkeypatch.chdir(tmp_path)
-    with pytest.raises(SystemExit) as exc:
-        main(argv)
-    assert exc.value.code == 0
-
-
 def test_every_nmf_option_reaches_the_core(tmp_path, monkeypatch):
     import rankwise.core.nmf as core
 
     np.save(tmp_path / "x.npy", planted_nonneg(30, 20, 3))
-    seen = _spy(monkeypatch, core, "nmf")
-    _run(tmp_path, monkeypatch, [
+    seen = spy_on(monkeypatch, core, "nmf")
+    run_in_process(tmp_path, monkeypatch, [
         "nmf", "x.npy", "-o", "f.h5", "--rank", "3", "--solver", "mu", "--loss", "kl",
         "--init", "nndsvdar", "--l1-w", "0.1", "--l1-h", "0.2", "--l2-w", "0.3", "--l2-h",
         "0.4", "--tol", "1e-5", "--max-iter", "7", "--n-init", "2", "--seed", "5",
@@ -168,8 +144,8 @@ def test_every_nmf_option_reaches_the_core(tmp_path, monkeypatch):
     assert rep["method"]["details"]["n_init"] == 2 and len(rep["history"]) <= 7
     assert rep["metrics"]["objective"] > 0 and rep["parameters"]["l2_h"] == 0.4
 
-    seen = _spy(monkeypatch, core, "semi_nmf")
-    _run(tmp_path, monkeypatch, [
+    seen = spy_on(monkeypatch, core, "semi_nmf")
+    run_in_process(tmp_path, monkeypatch, [
         "nmf", "x.npy", "-o", "g.h5", "--rank", "2", "--semi", "--init", "random", "--tol",
         "1e-3", "--max-iter", "9", "--n-init", "3", "--max-memory", "400M", "-q",
     ])  # fmt: skip
@@ -183,8 +159,8 @@ def test_every_cur_and_kpsvd_option_reaches_the_core(tmp_path, monkeypatch):
     import rankwise.core.kpsvd as kp_core
 
     np.save(tmp_path / "x.npy", decaying(40, 36))
-    seen = _spy(monkeypatch, cur_core, "cur")
-    _run(tmp_path, monkeypatch, [
+    seen = spy_on(monkeypatch, cur_core, "cur")
+    run_in_process(tmp_path, monkeypatch, [
         "cur", "x.npy", "-o", "c.h5", "--rank", "5", "--method", "exact", "--oversample", "4",
         "--power-iters", "2", "--no-optimal", "--seed", "3", "--max-memory", "300M", "-q",
     ])  # fmt: skip
@@ -194,8 +170,8 @@ def test_every_cur_and_kpsvd_option_reaches_the_core(tmp_path, monkeypatch):
     rep = load_report(tmp_path / "c.report.json")
     assert "optimal_relative_error" not in rep["metrics"]
 
-    seen = _spy(monkeypatch, kp_core, "kpsvd")
-    _run(tmp_path, monkeypatch, [
+    seen = spy_on(monkeypatch, kp_core, "kpsvd")
+    run_in_process(tmp_path, monkeypatch, [
         "kpsvd", "x.npy", "-o", "k.h5", "--block", "4x6", "--tol", "0.3", "--method",
         "randomized", "--oversample", "3", "--power-iters", "1", "--seed", "2",
         "--max-memory", "200M", "-q",
@@ -216,8 +192,8 @@ def test_every_weighted_svd_option_reaches_the_core(tmp_path, monkeypatch):
     np.save(tmp_path / "r.npy", np.linspace(1, 2, 30))
     np.save(tmp_path / "c.npy", np.linspace(1, 3, 20))
     np.save(tmp_path / "w.npy", np.random.default_rng(0).random((30, 20)))
-    seen = _spy(monkeypatch, core, "weighted_svd")
-    _run(tmp_path, monkeypatch, [
+    seen = spy_on(monkeypatch, core, "weighted_svd")
+    run_in_process(tmp_path, monkeypatch, [
         "svd", "x.npy", "-o", "a.h5", "--energy", "0.9", "--row-weights", "r.npy",
         "--col-weights", "c.npy", "--method", "randomized", "--oversample", "4",
         "--power-iters", "2", "--block-size", "3", "--spectral-iters", "1", "--seed", "1", "-q",
@@ -228,8 +204,8 @@ def test_every_weighted_svd_option_reaches_the_core(tmp_path, monkeypatch):
               "spectral_iters": 1}  # fmt: skip
     assert {k: seen[k] for k in expect} == expect and seen["_args"][1].kind == "energy"
 
-    seen = _spy(monkeypatch, core, "elementwise_weighted_svd")
-    _run(tmp_path, monkeypatch, [
+    seen = spy_on(monkeypatch, core, "elementwise_weighted_svd")
+    run_in_process(tmp_path, monkeypatch, [
         "svd", "x.npy", "-o", "b.h5", "--rank", "3", "--weights", "w.npy", "--iter-tol",
         "1e-4", "--max-iter", "11", "--max-memory", "100M", "-q",
     ])  # fmt: skip
