@@ -116,14 +116,13 @@ from __future__ import annotations
 
 import contextlib
 import math
-from dataclasses import dataclass
 
 import numpy as np
 
 from .errors import BudgetError, DataError, ParameterError
 from .errors import human_bytes as _human
 from .linalg import eps as _eps
-from .loop import restart_rows, run_loop
+from .loop import restart_rows, run_loop, run_restarts
 from .loop import stop_reason as loop_stop_reason
 from .result import Result
 from .validate import count_nonfinite, is_sparse, working_dtype
@@ -1099,44 +1098,6 @@ def factor_match(factors_a, factors_b) -> float:
 # --- driver ---------------------------------------------------------------------------------
 
 
-@dataclass
-class _Run:
-    restart: int
-    init: str
-    f: list
-    lam: np.ndarray
-    objective: float
-    initial_objective: float
-    loop: object
-    details: dict
-
-
-def _run_restarts(make, n_init: int, tol: float, max_iter: int, callback):
-    runs: list[_Run] = []
-    for r in range(n_init):
-        solver, init_name = make(r)
-        obj0 = solver.objective0()
-        cb = None
-        if callback is not None:
-
-            def cb(event, _r=r):
-                event.extras["restart"] = _r
-                return callback(event)
-
-        loop = run_loop(solver.sweep, tol=tol, max_iter=max_iter, callback=cb,
-                        initial_objective=obj0)  # fmt: skip
-        final = loop.objective if math.isfinite(loop.objective) else math.inf
-        if loop.iterations == 0:
-            final = obj0
-        for h in loop.history:
-            h["restart"] = r
-        runs.append(_Run(r, init_name, solver.f, solver.lam, final, obj0, loop,
-                         solver.details()))  # fmt: skip
-        if loop.stop_reason == "stopped by callback":
-            break
-    return runs
-
-
 def _rank_info(rank: int, r: int, bound: int) -> dict:
     return {"value": int(r), "rule": "rank", "threshold": int(rank), "max_rank": int(bound),
             "clamped": bool(rank > bound),
@@ -1233,7 +1194,8 @@ def cp(x, rank: int, *, nonneg: bool = False, init: str = "auto", tol: float = 1
     d.tree.many = blas.many
     details["blas_threads"] = blas.describe()
     with blas.solve():
-        runs = _run_restarts(make, int(n_init), float(tol), int(max_iter), callback)
+        runs = run_restarts(make, n_init=int(n_init), tol=float(tol), max_iter=int(max_iter),
+                            callback=callback, factors=lambda s: (s.f, s.lam))  # fmt: skip
         return _finish(runs, d, r, scale, nonneg, method, reason, warnings, details, rank_info)
 
 
@@ -1242,7 +1204,7 @@ def _finish(runs, d: _Data, r, scale, nonneg, method, reason, warnings, details,
     order = sorted(range(len(runs)), key=lambda i: (runs[i].objective, i))
     best = runs[order[0]]
     dead = _eps(d.dtype) * math.sqrt(d.norm_sq)
-    f, lam = _normalise(best.f, best.lam, dead)
+    f, lam = _normalise(*best.factors, dead)
     f = [a.astype(d.dtype) for a in f]
     lam_w = lam.astype(d.dtype)
     metrics = _certify(d, f, np.asarray(lam_w, np.float64), nonneg)
@@ -1255,7 +1217,7 @@ def _finish(runs, d: _Data, r, scale, nonneg, method, reason, warnings, details,
     metrics["restart_objectives"] = [run.objective if math.isfinite(run.objective) else None
                                      for run in runs]  # fmt: skip
     if len(runs) > 1:
-        f2, _ = _normalise(runs[order[1]].f, runs[order[1]].lam, dead)
+        f2, _ = _normalise(*runs[order[1]].factors, dead)
         metrics["factor_match"] = factor_match(f, f2)
         metrics["factor_match_restarts"] = [runs[order[0]].restart, runs[order[1]].restart]
     if scale != 1.0:

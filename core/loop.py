@@ -84,6 +84,51 @@ def run_loop(sweep: Callable[[int], float | tuple[float, dict]], *, tol: float, 
 AT_FLOOR = "fit at the rounding floor"
 
 
+@dataclass
+class RestartRun:
+    restart: int
+    init: str
+    factors: tuple  # what the solver had at the end (its factor arrays)
+    objective: float
+    initial_objective: float | None
+    loop: LoopResult
+    details: dict
+
+
+def run_restarts(make, *, n_init: int, tol: float, max_iter: int, callback,
+                 factors) -> list[RestartRun]:  # fmt: skip
+    """Run ``make(restart) -> (solver, init_name)`` ``n_init`` times through :func:`run_loop`.
+
+    The solver has ``sweep``, ``objective0()`` (the objective before the first sweep, or a
+    tuple starting with it) and ``details()``; ``factors(solver)`` picks the arrays to keep.
+    Every history row and callback event carries its ``restart``; a callback stop ends all.
+    """
+    runs: list[RestartRun] = []
+    for r in range(n_init):
+        solver, init_name = make(r)
+        obj0 = solver.objective0()
+        obj0 = obj0[0] if isinstance(obj0, tuple) else obj0
+        cb = None
+        if callback is not None:
+
+            def cb(event, _r=r):
+                event.extras["restart"] = _r
+                return callback(event)
+
+        loop = run_loop(solver.sweep, tol=tol, max_iter=max_iter, callback=cb,
+                        initial_objective=obj0)  # fmt: skip
+        final = loop.objective if math.isfinite(loop.objective) else math.inf
+        if loop.iterations == 0 and obj0 is not None:
+            final = obj0
+        for h in loop.history:
+            h["restart"] = r
+        runs.append(RestartRun(r, init_name, tuple(factors(solver)), final, obj0, loop,
+                               solver.details()))  # fmt: skip
+        if loop.stop_reason == "stopped by callback":
+            break
+    return runs
+
+
 def restart_rows(runs) -> list[dict]:
     """One report row per restart of a solver with restarts (each run has ``restart``,
     ``init``, ``objective``, ``initial_objective``, ``loop``: a LoopResult, ``details``)."""

@@ -98,7 +98,7 @@ from .errors import BudgetError, DataError, ParameterError
 from .errors import human_bytes as _human
 from .linalg import eps as _eps
 from .linalg import thin_svd
-from .loop import restart_rows, run_loop
+from .loop import restart_rows, run_restarts
 from .loop import stop_reason as loop_stop_reason
 from .operator import as_operator, dense_matmat, dense_rmatmat
 from .result import Result
@@ -1180,45 +1180,6 @@ def factor_match(w_a, w_b) -> float:
 # --- drivers ------------------------------------------------------------------------------------
 
 
-@dataclass
-class _Run:
-    restart: int
-    init: str
-    w: np.ndarray
-    ht: np.ndarray
-    objective: float
-    initial_objective: float | None
-    loop: object
-    details: dict
-
-
-def _run_restarts(make, n_init: int, tol: float, max_iter: int, callback):
-    """Run ``make(restart) -> (solver, init_name)`` n_init times through run_loop."""
-    runs: list[_Run] = []
-    for r in range(n_init):
-        solver, init_name = make(r)
-        obj0, _ = solver.objective0()
-        cb = None
-        if callback is not None:
-
-            def cb(event, _r=r):
-                event.extras["restart"] = _r
-                return callback(event)
-
-        loop = run_loop(solver.sweep, tol=tol, max_iter=max_iter, callback=cb,
-                        initial_objective=obj0)  # fmt: skip
-        final = loop.objective if math.isfinite(loop.objective) else math.inf
-        if loop.iterations == 0 and obj0 is not None:
-            final = obj0
-        for h in loop.history:
-            h["restart"] = r
-        runs.append(_Run(r, init_name, solver.w, solver.ht, final, obj0, loop,
-                         solver.details()))  # fmt: skip
-        if loop.stop_reason == "stopped by callback":
-            break
-    return runs
-
-
 def _rank_info(rank: int, k: int, m: int, n: int) -> dict:
     return {"value": int(k), "rule": "rank", "threshold": int(rank),
             "max_rank": int(min(m, n)), "clamped": bool(rank > min(m, n)),
@@ -1249,14 +1210,14 @@ def _finish_result(runs, d, k, rank, scale, loss, reg_user, reg_work, semi, meth
     best = runs[order[0]]
     rescale = not reg_work.any
     dead = _eps(d.dtype) * math.sqrt(d.norm_sq)
-    w, ht = _normalise(best.w, best.ht, rescale, dead)
+    w, ht = _normalise(*best.factors, rescale, dead)
     metrics = _certify(d, w, ht, loss, reg_work, semi)
     metrics["norm_fro"] /= scale
     # None marks a restart whose objective was not finite (JSON has no infinity)
     metrics["restart_objectives"] = [r.objective if math.isfinite(r.objective) else None
                                      for r in runs]  # fmt: skip
     if len(runs) > 1:
-        w2, _ = _normalise(runs[order[1]].w, runs[order[1]].ht, rescale, dead)
+        w2, _ = _normalise(*runs[order[1]].factors, rescale, dead)
         metrics["factor_match"] = factor_match(w, w2)
         metrics["factor_match_restarts"] = [runs[order[0]].restart, runs[order[1]].restart]
     if scale != 1.0:
@@ -1394,7 +1355,8 @@ def nmf(a, rank: int, *, solver: str = "auto", loss: str = "frobenius", init: st
 
     ctx, details["blas_threads"] = _blas_threads(d, k)
     with ctx:
-        runs = _run_restarts(make, int(n_init), float(tol), int(max_iter), callback)
+        runs = run_restarts(make, n_init=int(n_init), tol=float(tol), max_iter=int(max_iter),
+                            callback=callback, factors=lambda s: (s.w, s.ht))  # fmt: skip
         return _finish_result(runs, d, k, int(rank), scale, loss, reg_user, reg, False, used,
                               reason, warnings, details)  # fmt: skip
 
@@ -1448,7 +1410,8 @@ def semi_nmf(a, rank: int, *, init: str = "svd", tol: float = 1e-4, max_iter: in
 
     ctx, details["blas_threads"] = _blas_threads(d, k)
     with ctx:
-        runs = _run_restarts(make, int(n_init), float(tol), int(max_iter), callback)
+        runs = run_restarts(make, n_init=int(n_init), tol=float(tol), max_iter=int(max_iter),
+                            callback=callback, factors=lambda s: (s.w, s.ht))  # fmt: skip
         return _finish_result(runs, d, k, int(rank), scale, "frobenius", Regularisation(),
                               Regularisation(), True, "semi-nmf", reason, warnings,
                               details)  # fmt: skip

@@ -454,3 +454,15 @@ __all__ = [
     "tucker_rows",
     "tucker_to_dense",
 ]
+
+
+class ScaledSlabs:
+    """A slab source whose slabs are converted to ``wdt`` and multiplied by ``scale``."""
+
+    def __init__(self, src, scale, wdt):
+        self.src, self.scale, self.wdt = src, scale, wdt
+        self.shape, self.dtype = src.shape, wdt
+
+    def iter_blocks(self, rows):
+        for start, blk in iter_slabs(self.src, rows):
+            yield start, np.asarray(blk, dtype=self.wdt) * self.wdt.type(self.scale)

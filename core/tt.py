@@ -712,7 +712,7 @@ def _streaming(src, shape, dtype, wdt, tol, caps, max_memory, chunk_rows, svd, w
         cores.append(vts[j].reshape(vts[j].shape[0], shape[j], rj1))
     reason = (f"streamed TT-SVD from the last mode: {len(vts)} bond(s) from Grams summed over "
               f"slabs of {rows} rows, the rest in memory")  # fmt: skip
-    scaled = _Scaled(src, scale, wdt) if scale != 1.0 else src
+    scaled = T.ScaledSlabs(src, scale, wdt) if scale != 1.0 else src
     res = _finish(cores, steps + mem_steps, shape, wdt, norm_sq, tol, caps, warnings, details,
                   scale, "tt-svd-streaming", reason,
                   residual=lambda cs: T.residual_sq(
@@ -722,16 +722,6 @@ def _streaming(src, shape, dtype, wdt, tol, caps, max_memory, chunk_rows, svd, w
                        pass_seconds=[round(t, 4) for t in pass_seconds],
                        streamed_bonds=sorted(vts))  # fmt: skip
     return res
-
-
-class _Scaled:
-    def __init__(self, src, scale, wdt):
-        self.src, self.scale, self.wdt = src, scale, wdt
-        self.shape, self.dtype = src.shape, wdt
-
-    def iter_blocks(self, rows):
-        for start, blk in T.iter_slabs(self.src, rows):
-            yield start, np.asarray(blk, dtype=self.wdt) * self.wdt.type(self.scale)
 
 
 def tt_to_tensor(cores, dtype=np.float64) -> np.ndarray:

@@ -978,7 +978,7 @@ def _streaming(src, shape, dtype, wdt, fixed, req, tol, max_memory, chunk_rows, 
     how_err = "identity ‖X‖² − ‖core‖² (orthonormal factors; float64 sums)"
     if err_sq < IDENTITY_MARGIN * gamma:
         t0 = time.perf_counter()
-        scaled = _ScaledSlabs(src, scale, wdt) if scale != 1.0 else src
+        scaled = T.ScaledSlabs(src, scale, wdt) if scale != 1.0 else src
         err_sq = T.residual_sq(scaled, lambda s0, s1: T.tucker_rows(core, factors, s0, s1),
                                rows=rows)  # fmt: skip
         pass_seconds.append(time.perf_counter() - t0)
@@ -1033,16 +1033,6 @@ def _streaming(src, shape, dtype, wdt, fixed, req, tol, max_memory, chunk_rows, 
         warnings=tuple(warnings),
         rank=rank,
     )
-
-
-class _ScaledSlabs:
-    def __init__(self, src, scale, wdt):
-        self.src, self.scale, self.wdt = src, scale, wdt
-        self.shape, self.dtype = src.shape, wdt
-
-    def iter_blocks(self, rows):
-        for start, blk in T.iter_slabs(self.src, rows):
-            yield start, np.asarray(blk, dtype=self.wdt) * self.wdt.type(self.scale)
 
 
 def tucker_to_tensor(core, factors, dtype=np.float64) -> np.ndarray:
