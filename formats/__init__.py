@@ -16,7 +16,7 @@ from .errors import (
     StorageError,
     UsageError,
 )
-from .fingerprints import Fingerprinter, fingerprint, fingerprint_many
+from .fingerprints import Fingerprinter, fingerprint, fingerprint_entries, fingerprint_many
 from .handle import ArrayHandle
 from .outputs import (
     Staged,
@@ -30,6 +30,7 @@ from .outputs import (
     write_json,
 )
 from .registry import OUTPUT_EXTENSIONS, list_arrays, open_array
+from .sparse import Entries
 from .uri import URI, parse_uri
 
 open = open_array  # formats.open(uri); the builtin is never used in this package namespace
@@ -41,6 +42,7 @@ __all__ = [
     "ArrayHandle",
     "BudgetError",
     "DataError",
+    "Entries",
     "Fingerprinter",
     "FormatsError",
     "InputMissingError",
@@ -53,6 +55,7 @@ __all__ = [
     "commit_all",
     "detect_format",
     "fingerprint",
+    "fingerprint_entries",
     "fingerprint_many",
     "list_arrays",
     "open",

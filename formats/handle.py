@@ -5,7 +5,7 @@ from __future__ import annotations
 import contextlib
 from abc import ABC, abstractmethod
 from collections.abc import Iterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -13,6 +13,9 @@ from .budget import check_budget, dense_nbytes, human_bytes, shape_text
 from .dtypes import dtype_name
 from .errors import BudgetError, DataError, FormatsError, InputMissingError, StorageError
 from .uri import URI
+
+if TYPE_CHECKING:
+    from .sparse import Entries
 
 # Blocks used by scan()/fingerprint() when the caller does not choose: big enough to amortise
 # per-call overhead, small enough to stay far below any sensible memory budget.
@@ -54,7 +57,8 @@ class ArrayHandle(ABC):
     Opening and describe() read metadata only. read() budget-checks the declared size before
     allocating; iter_blocks()/scan() work in row blocks with bounded memory.
     Dense reads return numpy arrays in the stored dtype; sparse reads return a canonical
-    scipy.sparse.csr_array (duplicates summed, indices sorted).
+    scipy.sparse.csr_array (duplicates summed, indices sorted). Sparse handles also give their
+    stored entries raw with read_entries() (the input of completion).
     """
 
     format: str = ""
@@ -109,6 +113,13 @@ class ArrayHandle(ABC):
             return coo_to_csr_nbytes(self.nnz or 0, self.shape, self.dtype)
         return self.nbytes
 
+    @property
+    def entries_nbytes(self) -> int:
+        """Bytes read_entries() allocates: int64 indices per mode plus the values."""
+        from .sparse import entries_nbytes
+
+        return entries_nbytes(self.nnz or 0, self.ndim, self.dtype)
+
     def _what(self) -> str:
         if self.sparse:
             return (
@@ -161,6 +172,27 @@ class ArrayHandle(ABC):
             raise BudgetError(
                 f"{self.location}: out of memory reading it ({self._what()}, "
                 f"{human_bytes(self.read_nbytes)}); set a memory budget or use row blocks"
+            ) from exc
+
+    def read_entries(self, max_bytes: int | None = None) -> Entries:
+        """The stored entries of a sparse input in file order, validated, duplicates kept
+        (never summed, never densified); BudgetError before allocating when entries_nbytes >
+        max_bytes. Dense input has no entries: DataError."""
+        self._check_open()
+        if not self.sparse:
+            raise DataError(f"{self.location}: dense input: missing entries are NaN; read() it")
+        what = (
+            f"{self.nnz} stored entries of a sparse {shape_text(self.shape)} "
+            f"{dtype_name(self.dtype)}, {self.ndim} int64 indices and a value each"
+        )
+        check_budget(self.entries_nbytes, self._budget(max_bytes), where=self.location, what=what)
+        self._check_addressable(self.entries_nbytes, what)
+        try:
+            return self._read_entries()
+        except MemoryError as exc:
+            raise BudgetError(
+                f"{self.location}: out of memory reading {what} "
+                f"({human_bytes(self.entries_nbytes)}); set a memory budget"
             ) from exc
 
     def iter_blocks(
@@ -276,6 +308,10 @@ class ArrayHandle(ABC):
     @abstractmethod
     def _read(self) -> Any:
         """The whole array (the caller has checked the budget)."""
+
+    def _read_entries(self) -> Entries:
+        """The stored entries (sparse engines; the caller has checked the budget)."""
+        raise DataError(f"{self.location}: this {self.format} reader cannot list stored entries")
 
     # Engines that read row ranges define ``_read_rows(start, stop)`` and use the default
     # ``_dense_blocks``; the others (NPY, NPZ, MatrixMarket) override ``_dense_blocks``.

@@ -22,7 +22,14 @@ import numpy as np
 from .dtypes import dtype_refusal
 from .errors import DataError, FormatsError, InputMissingError, StorageError, UsageError
 from .handle import ArrayHandle, RefusedError, cap_list, one_line, refused_entry
-from .sparse import SPARSE_MEMBERS, SparseCOOHandle, validate_members, validate_shape_values
+from .sparse import (
+    SparseCOOHandle,
+    SparseLayout,
+    layout_notes,
+    sparse_layout,
+    validate_members,
+    validate_shape_values,
+)
 from .uri import URI
 
 FORMAT = "hdf5"
@@ -299,8 +306,15 @@ def _unwritten(dset: Any, where: str) -> Unwritten | None:
         return None
 
 
+def sparse_group_layout(group: Any) -> SparseLayout | None:
+    """The COO layout of a group (possibly refused), or None when it is no sparse group."""
+    if any(group.get(m, getlink=True) is None for m in ("data", "shape")):
+        return None
+    return sparse_layout(group.keys())  # link names only: nothing is followed here
+
+
 def is_sparse_group(group: Any) -> bool:
-    return all(group.get(m, getlink=True) is not None for m in SPARSE_MEMBERS)
+    return sparse_group_layout(group) is not None
 
 
 class Hdf5DenseHandle(ArrayHandle):
@@ -396,8 +410,11 @@ class Hdf5SparseHandle(SparseCOOHandle):
     ):
         h5py = _h5py()
         location = f"{resolver.path}:{name}"
+        layout = sparse_group_layout(group)
+        if layout is None or layout.problem:
+            raise RefusedError(location, layout.problem if layout else "not a sparse group")
         members = {}
-        for m in SPARSE_MEMBERS:
+        for m in layout.members:
             obj = resolver.resolve(f"{name}/{m}")
             if not isinstance(obj, h5py.Dataset):
                 raise RefusedError(location, f"sparse member '{m}' is not a dataset")
@@ -409,18 +426,19 @@ class Hdf5SparseHandle(SparseCOOHandle):
             {m: d.shape for m, d in members.items()},
             {m: d.dtype for m, d in members.items()},
             location,
+            layout.index,
         )
         with read_errors(location):
             unwritten = {m: Unwritten(d, f"{location}/{m}") for m, d in members.items()}
         unwritten["shape"].check()  # read now: the shape of the matrix
         with read_errors(location):
-            shape = validate_shape_values(members["shape"][()], location)
+            shape = validate_shape_values(members["shape"][()], location, len(layout.index))
         filters = _filters(members["data"])
         self._missing_filter = next(
             (f"'{m}': {r}" for m in members if (r := _unavailable_filter(_filters(members[m])))),
             None,
         )
-        notes = ["sparse COO group (row, col, data, shape); duplicates are summed on read"]
+        notes = layout_notes(layout)
         if self._missing_filter:
             notes.append(f"filter {self._missing_filter} is not available: data cannot be read")
         for m, u in unwritten.items():
@@ -428,7 +446,8 @@ class Hdf5SparseHandle(SparseCOOHandle):
                 notes.append(f"sparse member '{m}': {u.note()}")
         self._unwritten = unwritten
         super().__init__(
-            ncols_rows=shape,
+            index_members=layout.index,
+            shape=shape,
             uri=uri,
             location=location,
             name=name,

@@ -3,6 +3,11 @@
 The header is read with mminfo and checked against the budget and against the file size
 before the body is parsed: the parser preallocates from the declared entry count, so a
 one-line file declaring 10^12 entries would otherwise ask for terabytes.
+
+read_entries() of a coordinate file: the entries in file order, duplicates kept; a symmetric,
+skew-symmetric or hermitian file also gives the mirror of each off-diagonal entry (value,
+negated value, conjugate), appended after the stored entries in their order, as the matrix
+means. Pattern files give the value 1.0 (as read() does); `field` tells callers it was one.
 """
 
 from __future__ import annotations
@@ -15,7 +20,7 @@ import numpy as np
 
 from .errors import DataError, InputMissingError, StorageError
 from .handle import ArrayHandle, one_line, os_errors, refused_entry
-from .sparse import coo_to_csr_nbytes
+from .sparse import Entries, coo_to_csr_nbytes, entries_nbytes
 from .uri import URI
 
 FORMAT = "mtx"
@@ -78,6 +83,7 @@ class MtxHandle(ArrayHandle):
         if symmetry != "general" and rows != cols:
             raise DataError(f"{where}: {symmetry} matrix must be square, header says {rows}×{cols}")
         dtype = np.dtype(_FIELD_DTYPES[field])
+        self.field = field  # e.g. "pattern": the values are not data
         self._stored = _stored_values(rows, cols, entries, fmt, symmetry)
         self._symmetry = symmetry
         self._mm_format = fmt
@@ -108,9 +114,17 @@ class MtxHandle(ArrayHandle):
     def read_nbytes(self) -> int:
         if not self.sparse:
             return self.nbytes
-        # Symmetric parts are mirrored before the CSR conversion: up to twice the entries.
-        expanded = self.nnz if self._symmetry == "general" else 2 * (self.nnz or 0)
-        return coo_to_csr_nbytes(expanded or 0, self.shape, self.dtype)
+        return coo_to_csr_nbytes(self._expanded_nnz(), self.shape, self.dtype)
+
+    def _expanded_nnz(self) -> int:
+        # Symmetric parts are mirrored on read: up to twice the stored entries.
+        return (self.nnz or 0) * (1 if self._symmetry == "general" else 2)
+
+    @property
+    def entries_nbytes(self) -> int:
+        # The parser's coordinates may be int32 and are copied to int64: 8 more per entry.
+        expanded = self._expanded_nnz()
+        return entries_nbytes(expanded, 2, self.dtype) + 8 * expanded
 
     def _dense_blocks(self, rows: int, budget: int | None) -> Any:
         # The text parser cannot seek to a row: one budget-checked read, then row slices.
@@ -118,7 +132,8 @@ class MtxHandle(ArrayHandle):
         for start in range(0, self.shape[0], rows):
             yield start, full[start : min(start + rows, self.shape[0])]
 
-    def _read(self) -> Any:
+    def _parse(self) -> Any:
+        """The whole file through scipy.io.mmread (symmetric parts mirrored, nothing summed)."""
         import scipy.io
 
         # After the budget check (done by read()): a header may claim more values than the
@@ -143,6 +158,10 @@ class MtxHandle(ArrayHandle):
             raise DataError(
                 f"{self.location}: malformed MatrixMarket data ({one_line(exc)})"
             ) from exc
+        return out
+
+    def _read(self) -> Any:
+        out = self._parse()
         if not self.sparse:
             return np.asarray(out, dtype=self.dtype)
         csr = out.tocsr()
@@ -150,6 +169,12 @@ class MtxHandle(ArrayHandle):
         if csr.dtype != self.dtype:
             csr = csr.astype(self.dtype)
         return csr
+
+    def _read_entries(self) -> Entries:
+        out = self._parse()
+        row, col = (np.asarray(c).astype(np.int64, copy=False) for c in out.coords)
+        values = np.asarray(out.data).astype(self.dtype, copy=False)
+        return Entries(indices=(row, col), values=values, shape=self.shape)
 
 
 def open_handle(uri: URI, *, max_bytes: int | None = None) -> ArrayHandle:

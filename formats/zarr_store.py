@@ -22,7 +22,14 @@ from .detect import special_kind
 from .dtypes import dtype_refusal
 from .errors import DataError, InputMissingError, UsageError
 from .handle import ArrayHandle, RefusedError, cap_list, one_line, os_errors, refused_entry
-from .sparse import SPARSE_MEMBERS, SparseCOOHandle, validate_members, validate_shape_values
+from .sparse import (
+    SparseCOOHandle,
+    SparseLayout,
+    layout_notes,
+    sparse_layout,
+    validate_members,
+    validate_shape_values,
+)
 from .uri import URI
 
 FORMAT = "zarr"
@@ -53,8 +60,20 @@ def _node_kind(directory: Path) -> str | None:
     return None
 
 
+def _sparse_layout(directory: Path) -> SparseLayout | None:
+    """The COO layout of a group directory (possibly refused), or None when it is no sparse
+    group."""
+    if any(_node_kind(directory / m) != "array" for m in ("data", "shape")):
+        return None
+    try:
+        names = [p.name for p in directory.iterdir() if p.is_dir() and _node_kind(p)]
+    except OSError:
+        return None  # the walk reports unreadable directories
+    return sparse_layout(names)
+
+
 def _is_sparse_dir(directory: Path) -> bool:
-    return all(_node_kind(directory / m) == "array" for m in SPARSE_MEMBERS)
+    return _sparse_layout(directory) is not None
 
 
 def walk(root: Path) -> list[tuple[str, str]]:
@@ -303,8 +322,11 @@ class ZarrSparseHandle(SparseCOOHandle):
 
     def __init__(self, *, store: Any, path: Path, name: str, uri: URI, **kw: Any) -> None:
         location = _location(path, name)
+        layout = _sparse_layout(path / name if name else path)
+        if layout is None or layout.problem:
+            raise RefusedError(location, layout.problem if layout else "not a sparse group")
         members = {}
-        for m in SPARSE_MEMBERS:
+        for m in layout.members:
             try:
                 members[m] = _ZarrMember(store, path, f"{name}/{m}" if name else m)
             except RefusedError as exc:
@@ -313,17 +335,19 @@ class ZarrSparseHandle(SparseCOOHandle):
             {m: tuple(z.array.shape) for m, z in members.items()},
             {m: z.array.dtype for m, z in members.items()},
             location,
+            layout.index,
         )
         members["shape"].check_complete()
         with zarr_errors(location):
-            shape = validate_shape_values(members["shape"].array[...], location)
+            shape = validate_shape_values(members["shape"].array[...], location, len(layout.index))
         compression, notes = _describe_codecs(members["data"].array)
-        notes.insert(0, "sparse COO group (row, col, data, shape); duplicates are summed on read")
+        notes[:0] = layout_notes(layout)
         for m, z in members.items():
             if z.missing:
                 notes.append(f"sparse member '{m}': {z.missing} of {z.total} {z.unit} missing")
         super().__init__(
-            ncols_rows=shape,
+            index_members=layout.index,
+            shape=shape,
             uri=uri,
             location=location,
             name=name,
