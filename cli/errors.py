@@ -21,6 +21,10 @@ class ExitCode(IntEnum):
     TERMINATED = 143  # SIGTERM before any checkpoint: nothing was written
 
 
+class EngineUnavailable(Exception):
+    """The compute engine cannot be reached or started (exit 69)."""
+
+
 class CliUsageError(Exception):
     """A usage error found by the CLI itself (option combinations, sizes)."""
 
@@ -35,6 +39,7 @@ def exit_code_for(exc: BaseException) -> ExitCode:
 
     table = (
         (CliUsageError, ExitCode.USAGE),
+        (EngineUnavailable, ExitCode.UNAVAILABLE),
         (fmt_errors.UsageError, ExitCode.USAGE),
         (core_errors.ParameterError, ExitCode.USAGE),
         (fmt_errors.InputMissingError, ExitCode.NO_INPUT),

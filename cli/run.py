@@ -81,6 +81,7 @@ class Run:
         self.budget, self.budget_source = resolve_memory(common.max_memory)
         self.inputs: list[Path] = []
         self.missing = 0  # NaN entries of the input (missing values where a method allows)
+        self.engine: dict = {"name": "local"}  # the report's engine section
         self.output: Path | None = None
         self.report_path: Path | None = None
         self._console = None
@@ -273,6 +274,7 @@ class Run:
                 stop_reason=res.stop_reason,
                 warnings=list(res.warnings),
                 memory={"estimate_bytes": int(res.details.get("estimate_bytes", 0))},
+                engine=self.engine,
             )
             self.finish(rep, f"{summary} → {self.output}; report {self.report_path}", staged)
 

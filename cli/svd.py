@@ -8,6 +8,15 @@ from typing import Annotated
 import typer
 
 from . import options as opt
+from .engine import (
+    ConnectTimeoutOption,
+    Engine,
+    EngineOption,
+    EngineOptions,
+    SchedulerFileOption,
+    SchedulerOption,
+    WorkersOption,
+)
 from .errors import CliUsageError
 from .run import Common, Run, guarded
 
@@ -143,6 +152,11 @@ def svd(
             "--max-iter", min=0, help="--weights: most sweeps [default: 500].", show_default=False
         ),
     ] = None,
+    engine: EngineOption = Engine.local,
+    scheduler: SchedulerOption = None,
+    scheduler_file: SchedulerFileOption = None,
+    workers: WorkersOption = None,
+    connect_timeout: ConnectTimeoutOption = 10.0,
     force: opt.Force = False,
     quiet: opt.Quiet = False,
     debug: opt.Debug = False,
@@ -157,6 +171,23 @@ def svd(
                     max_memory=max_memory, seed=seed, report=report, json=json_)  # fmt: skip
     with guarded("svd", debug):
         rule = rank_rule(rank, tol, energy, rel_sv)
+        eng = EngineOptions(engine, scheduler, scheduler_file, workers, connect_timeout)
+        eng.check()
+        if engine == Engine.dask:
+            others = {"--center": center, "--weights": weights, "--row-weights": row_weights,
+                      "--col-weights": col_weights, "--block-size": block_size,
+                      "--spectral-iters": spectral_iters, "--iter-tol": iter_tol,
+                      "--max-iter": max_iter}  # fmt: skip
+            given = [k for k, v in others.items() if v not in (None, False)]
+            if given:
+                raise CliUsageError(f"{', '.join(given)} do(es) not run on --engine dask (it "
+                                    "computes tsqr and randomized SVDs)")  # fmt: skip
+            if method in (SVDMethod.lanczos, SVDMethod.streaming):
+                raise CliUsageError(f"--method {method.value} runs on the local engine; with "
+                                    "--engine dask use auto, exact or randomized")  # fmt: skip
+            run = Run("svd", common)
+            _svd_dask(run, uri, output, rule, method.value, oversample, power_iters, eng)
+            return
         if weights is not None or row_weights is not None or col_weights is not None:
             _check_weighted(rule, method, center, row_weights, col_weights, weights,
                             block_size, spectral_iters, oversample, power_iters)  # fmt: skip
@@ -252,6 +283,44 @@ def _svd(run: Run, uri, output, rule, method, center, oversample, power_iters, b
     run.commit(res, handle=handle, data=data, fingerprint=fingerprint, requested=method,
                parameters=parameters, summary=summary,
                attrs={"rank": int(res.rank["value"]), "method": res.method})  # fmt: skip
+
+
+def _svd_dask(run: Run, uri, output, rule, method, oversample, power_iters, eng):
+    import numpy as np
+
+    from rankwise.core import distributed
+    from rankwise.formats import dask_array
+
+    from .engine import session, task_bytes
+
+    dmethod = {"auto": "auto", "exact": "tsqr", "randomized": "randomized"}[method]
+    handle = run.open_input(uri)
+    if handle.ndim != 2:
+        raise CliUsageError(f"svd needs a matrix, got {handle.ndim}-D input")
+    distributed.plan(handle.shape, rule, dmethod)  # refuse bad combinations before starting
+    run.prepare_outputs(output)
+    oversample = 10 if oversample is None else oversample
+    with session(eng, threads=run.threads, budget=run.budget, debug=run.common.debug) as info:
+        run.engine = info
+        rows = dask_array.chunk_rows(handle, task_bytes(info, run.budget))
+        a = dask_array.as_dask_array(handle, rows=rows, max_bytes=run.budget)
+        digests = {}
+        with run.compute(f"svd on dask ({info['workers']} workers)"):
+            res = distributed.svd(
+                a, rule, method=dmethod, rng=np.random.default_rng(run.common.seed),
+                oversample=oversample, power_iters=power_iters,
+                also=dask_array.block_digests(a), on_first_pass=lambda d: digests.update(d=d),
+            )  # fmt: skip
+        info["stages"] = res.details["stages"]
+    fingerprint = dask_array.combine_digests(handle.dtype, handle.shape, digests["d"])
+    parameters = _parameters(rule, method, oversample=oversample, res=res)
+    err = res.metrics["relative_frobenius_error"]
+    summary = (f"rank {res.rank['value']} ({rule.kind} {rule.value:g}, {res.method} on "
+               f"{info['workers']} dask workers), relative error {err:.3g}")  # fmt: skip
+    run.commit(res, handle=handle, data=None, fingerprint=fingerprint, requested=method,
+               parameters=parameters, summary=summary,
+               attrs={"rank": int(res.rank["value"]), "method": res.method,
+                      "engine": "dask"})  # fmt: skip
 
 
 def _weight_input(run: Run, uri: str) -> tuple:

@@ -1,0 +1,191 @@
+"""`--engine dask`: a real scheduler and two workers started as subprocesses on 127.0.0.1,
+and a LocalCluster; results compared with the local engine."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import h5py
+import numpy as np
+import pytest
+import zarr
+from helpers import load_report, run_in_process, spy_on
+
+from rankwise.formats import read_result
+
+pytest.importorskip("distributed")
+
+
+def _dask_exe() -> str:
+    exe = Path(sys.executable).with_name("dask")
+    return str(exe) if exe.exists() else shutil.which("dask")
+
+
+@pytest.fixture(scope="module")
+def scheduler(tmp_path_factory):
+    """`dask scheduler` and two `dask worker` processes (1 thread, 1 GB each) on 127.0.0.1."""
+    d = tmp_path_factory.mktemp("dask")
+    sched_file = d / "scheduler.json"
+    env = {**os.environ, "DASK_DISTRIBUTED__LOGGING__DISTRIBUTED": "error"}
+    procs = [subprocess.Popen([_dask_exe(), "scheduler", "--host", "127.0.0.1", "--port", "0",
+                               "--no-dashboard", "--scheduler-file", str(sched_file)],
+                              cwd=d, env=env, stdout=subprocess.DEVNULL,
+                              stderr=subprocess.DEVNULL)]  # fmt: skip
+    try:
+        deadline = time.monotonic() + 60
+        while not sched_file.exists():
+            assert time.monotonic() < deadline, "the dask scheduler did not start"
+            time.sleep(0.1)
+        for _ in range(2):
+            procs.append(subprocess.Popen(
+                [_dask_exe(), "worker", "--scheduler-file", str(sched_file), "--host",
+                 "127.0.0.1", "--nthreads", "1", "--memory-limit", "1GB", "--no-dashboard",
+                 "--nworkers", "1"],
+                cwd=d, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            ))  # fmt: skip
+        from distributed import Client
+
+        with Client(scheduler_file=str(sched_file), timeout=30) as client:
+            client.wait_for_workers(2, timeout=60)
+            address = client.scheduler.address
+        assert address.startswith("tcp://127.0.0.1:")
+        yield {"file": sched_file, "address": address}
+    finally:
+        for p in reversed(procs):
+            p.terminate()
+        for p in procs:
+            try:
+                p.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                p.kill()
+
+
+def tall(m=6000, n=80, seed=0, decay=0.9):
+    rng = np.random.default_rng(seed)
+    u, _ = np.linalg.qr(rng.standard_normal((m, n)))
+    v, _ = np.linalg.qr(rng.standard_normal((n, n)))
+    return (u * decay ** np.arange(n)) @ v.T
+
+
+def max_sine(u1, u2):
+    """Largest principal-angle sine between the column spaces of u1 and u2 (orthonormal),
+    as ‖(I − U1U1ᵀ)U2‖₂: accurate for tiny angles, unlike √(1 − cos²)."""
+    return float(np.linalg.norm(u2 - u1 @ (u1.T @ u2), 2))
+
+
+def write_h5(path, a, chunk_rows):
+    with h5py.File(path, "w") as f:
+        f.create_dataset("a", data=a, chunks=(chunk_rows, a.shape[1]))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("how", ["--scheduler-file", "--scheduler"])
+def test_tsqr_on_external_workers_equals_the_local_exact_svd(cli, tmp_path, scheduler, how):
+    a = tall()
+    write_h5(tmp_path / "a.h5", a, 500)
+    target = str(scheduler["file"]) if how == "--scheduler-file" else scheduler["address"]
+    # a small budget: several tasks, so both workers take part
+    cli("svd", "a.h5:/a", "-o", "d.h5", "--tol", "1e-3", "--engine", "dask", how, target,
+        "--max-memory", "20M", "-q")  # fmt: skip
+    cli("svd", "a.h5:/a", "-o", "l.h5", "--tol", "1e-3", "--method", "exact", "-q")
+    d, _ = read_result(tmp_path / "d.h5")
+    loc, _ = read_result(tmp_path / "l.h5")
+    # TSQR and LAPACK agree to rounding: singular values relative 1e-10 (condition ≤ 1e4 here)
+    assert d["S"].shape == loc["S"].shape
+    np.testing.assert_allclose(d["S"], loc["S"], rtol=1e-10)
+    assert max_sine(d["U"], loc["U"]) <= 1e-8 and max_sine(d["Vt"].T, loc["Vt"].T) <= 1e-8
+    rep = load_report(tmp_path / "d.report.json")
+    eng = rep["engine"]
+    assert eng["name"] == "dask" and eng["cluster"] == "external" and eng["workers"] == 2
+    assert eng["scheduler"] == scheduler["address"] and rep["method"]["used"] == "tsqr"
+    assert [s["reads_input"] for s in eng["stages"]] == [True, True]  # two passes
+    lrep = load_report(tmp_path / "l.report.json")
+    assert rep["metrics"]["relative_frobenius_error"] == pytest.approx(
+        lrep["metrics"]["relative_frobenius_error"], rel=1e-8)  # fmt: skip
+    assert rep["rank"]["value"] == lrep["rank"]["value"]
+
+
+@pytest.mark.slow
+def test_randomized_on_a_local_cluster_is_near_optimal(cli, tmp_path):
+    a = tall(3000, 400, seed=1, decay=0.97)
+    zarr.create_array(str(tmp_path / "a.zarr"), shape=a.shape, chunks=(300, 400),
+                      dtype=a.dtype)[...] = a  # fmt: skip
+    cli("svd", "a.zarr", "-o", "d.npz", "--rank", "20", "--method", "randomized", "--engine",
+        "dask", "--workers", "2", "--max-memory", "2G", "-q")  # fmt: skip
+    rep = load_report(tmp_path / "d.report.json")
+    s = np.linalg.svd(a, compute_uv=False)
+    optimal = np.sqrt(np.sum(s[20:] ** 2) / np.sum(s**2))
+    arrays, attrs = read_result(tmp_path / "d.npz")
+    err = np.linalg.norm(a - (arrays["U"] * arrays["S"]) @ arrays["Vt"]) / np.linalg.norm(a)
+    assert err <= 1.01 * optimal  # the issue's accuracy target
+    assert rep["metrics"]["relative_frobenius_error"] == pytest.approx(err, rel=1e-6)
+    assert rep["engine"]["cluster"] == "local" and rep["engine"]["workers"] == 2
+    assert rep["engine"]["memory_limit_per_worker"] == (2 << 30) // 2
+    assert len(rep["engine"]["stages"]) == 7  # sketch, 2 × 2 power passes, B, U
+    assert attrs["engine"] == "dask" and rep["parameters"]["power_iters"] == 2
+
+
+def test_unreachable_scheduler_exits_69_within_the_timeout(cli, tmp_path):
+    np.save(tmp_path / "a.npy", np.ones((10, 3)))
+    t0 = time.monotonic()
+    proc = cli("svd", "a.npy", "-o", "o.h5", "--rank", "1", "--engine", "dask", "--scheduler",
+               "tcp://127.0.0.1:9", "--connect-timeout", "2", expect=69)  # fmt: skip
+    assert time.monotonic() - t0 < 30  # bounded: 2 s plus start-up
+    assert "cannot reach the Dask scheduler" in proc.stderr and proc.stderr.count("\n") == 1
+    assert not (tmp_path / "o.h5").exists()
+
+
+@pytest.mark.parametrize(
+    "args, needle",
+    [
+        (["--scheduler", "tcp://127.0.0.1:9"], "--engine dask"),
+        (["--workers", "2"], "--engine dask"),
+        (["--engine", "dask", "--center"], "--center"),
+        (["--engine", "dask", "--method", "lanczos"], "local engine"),
+        (["--engine", "dask", "--scheduler", "tcp://127.0.0.1:9", "--workers", "2"], "--workers"),
+        (["--engine", "dask", "--workers", "2", "--max-memory", "600M"], "at least"),
+    ],
+)
+def test_dask_usage_errors(cli, tmp_path, args, needle):
+    np.save(tmp_path / "a.npy", np.ones((10, 3)))
+    proc = cli("svd", "a.npy", "-o", "o.h5", "--rank", "1", *args, expect=2)
+    assert needle in proc.stderr and proc.stderr.count("\n") == 1
+
+
+def test_inputs_the_workers_cannot_read_are_refused(cli, tmp_path):
+    np.savez(tmp_path / "a.npz", a=np.ones((10, 3)))
+    proc = cli("svd", "a.npz", "-o", "o.h5", "--rank", "1", "--engine", "dask", "--workers", "1",
+               expect=2)  # fmt: skip
+    assert "local engine" in proc.stderr
+
+
+@pytest.mark.slow
+def test_fingerprint_does_not_depend_on_format_chunks_or_budget(tmp_path, monkeypatch):
+    import rankwise.core.distributed as core
+
+    a = tall(20000, 300, seed=2)  # 48 MB: two tasks (≤ 600 MB / 16 each) per worker limit
+    write_h5(tmp_path / "a.h5", a, 100)
+    zarr.create_array(str(tmp_path / "a.zarr"), shape=a.shape, chunks=(1000, 300),
+                      dtype=a.dtype)[...] = a  # fmt: skip
+    seen = spy_on(monkeypatch, core, "svd")
+    run_in_process(tmp_path, monkeypatch, [
+        "svd", "a.h5:/a", "-o", "x.h5", "--rank", "3", "--method", "randomized", "--oversample",
+        "7", "--power-iters", "1", "--seed", "9", "--engine", "dask", "--workers", "2",
+        "--threads", "2", "--max-memory", "1200M", "-q",
+    ])  # fmt: skip
+    expect = {"method": "randomized", "oversample": 7, "power_iters": 1}
+    assert {k: seen[k] for k in expect} == expect
+    assert seen["_rng_state"] == np.random.default_rng(9).bit_generator.state
+    assert len(seen["_args"][0].chunks[0]) > 1  # several tasks under this budget
+    run_in_process(tmp_path, monkeypatch, [
+        "svd", "a.zarr", "-o", "y.h5", "--rank", "3", "--engine", "dask", "--workers", "1",
+        "-q",
+    ])  # fmt: skip
+    fx = load_report(tmp_path / "x.report.json")["input"]["fingerprint"]
+    fy = load_report(tmp_path / "y.report.json")["input"]["fingerprint"]
+    assert fx == fy and fx.startswith("sha256-blocks:")
