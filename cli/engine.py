@@ -148,6 +148,13 @@ def session(opts: EngineOptions, *, threads: int, budget: int, debug: bool = Fal
             client = Client(cluster, timeout=opts.connect_timeout)
             info.update(cluster="local", memory_limit_per_worker=limit)
         with client:
+            try:  # workers of a batch job may join after the scheduler is up
+                client.wait_for_workers(1, timeout=opts.connect_timeout)
+            except (OSError, TimeoutError) as exc:
+                where, wait = client.scheduler.address, opts.connect_timeout
+                raise EngineUnavailable(
+                    f"no Dask worker joined the scheduler at {where} within {wait:g} s ({exc})"
+                ) from None
             workers_info = client.scheduler_info().get("workers", {})
             info.update(
                 scheduler=client.scheduler.address,
