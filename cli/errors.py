@@ -11,6 +11,7 @@ class ExitCode(IntEnum):
     OK = 0
     INTERNAL = 1  # a bug in rankwise
     USAGE = 2
+    CHECK_FAILED = 3  # a quality check (--max-error) failed; outputs and report are written
     DATA = 65  # bad data, or a size beyond the memory budget
     NO_INPUT = 66  # input missing or unreadable
     UNAVAILABLE = 69  # engine unavailable
@@ -19,6 +20,10 @@ class ExitCode(IntEnum):
     CHECKPOINTED = 75  # interrupted after a checkpoint; rerun with --resume
     INTERRUPTED = 130  # SIGINT before any checkpoint: nothing was written
     TERMINATED = 143  # SIGTERM before any checkpoint: nothing was written
+
+
+class CheckFailed(Exception):
+    """A result missed the user's --max-error (exit 3, after writing it)."""
 
 
 class EngineUnavailable(Exception):
@@ -40,6 +45,7 @@ def exit_code_for(exc: BaseException) -> ExitCode:
     table = (
         (CliUsageError, ExitCode.USAGE),
         (EngineUnavailable, ExitCode.UNAVAILABLE),
+        (CheckFailed, ExitCode.CHECK_FAILED),
         (fmt_errors.UsageError, ExitCode.USAGE),
         (core_errors.ParameterError, ExitCode.USAGE),
         (fmt_errors.InputMissingError, ExitCode.NO_INPUT),
@@ -70,6 +76,10 @@ def report_error(command: str, exc: BaseException, *, debug: bool) -> ExitCode:
         msg = "interrupted; no output was written"
     elif code == ExitCode.TERMINATED:
         msg = "terminated; no output was written"
+    elif code == ExitCode.CHECK_FAILED:
+        sys.stderr.write(f"rankwise {command}: check failed: {one_line(str(exc))}\n")
+        sys.stderr.flush()
+        return code
     elif code == ExitCode.INTERNAL:
         detail = one_line(f"{type(exc).__name__}: {exc}")
         hint = "" if debug else " (rerun with --debug for the traceback)"

@@ -42,6 +42,7 @@ def _root(
 def _register() -> None:
     from .info import info
     from .matrix import cur, kpsvd, nmf
+    from .rob import app as rob_app
     from .svd import svd
     from .tensor import cp, tt, tucker
 
@@ -53,6 +54,7 @@ def _register() -> None:
     app.command("cp")(cp)
     app.command("tucker")(tucker)
     app.command("tt")(tt)
+    app.add_typer(rob_app, name="rob")
 
 
 _register()

@@ -125,20 +125,26 @@ class Run:
         self.inputs.append(handle.uri.path)
         return handle
 
-    def prepare_outputs(self, output: Path) -> None:
-        """Refuse unusable output paths before any computation (exit 73 / 2)."""
+    def prepare_outputs(self, output: Path | None) -> None:
+        """Refuse unusable output paths before any computation (exit 73 / 2). Without an
+        output (a check such as rob project) the report is written only to --report."""
         from rankwise import formats
 
-        self.output = formats.check_output(output, force=self.common.force, inputs=self.inputs)
-        self.report_path = Path(self.common.report or default_report_path(Path(output)))
+        if output is None:
+            self.report_path = self.common.report
+            if self.report_path is None:
+                return
+        else:
+            self.output = formats.check_output(output, force=self.common.force,
+                                               inputs=self.inputs)  # fmt: skip
+            self.report_path = Path(self.common.report or default_report_path(Path(output)))
         if self.report_path.suffix.lower() != ".json":
             from .errors import CliUsageError
 
             raise CliUsageError(f"--report must name a .json file, got {self.report_path}")
         # The report must not clobber an input or the output either.
-        formats.check_target(
-            self.report_path, force=self.common.force, inputs=[*self.inputs, self.output]
-        )
+        others = [*self.inputs, *([self.output] if self.output is not None else [])]
+        formats.check_target(self.report_path, force=self.common.force, inputs=others)
 
     def read(self, handle):
         with self.step("read", f"reading {handle.uri.raw}"):
@@ -224,9 +230,10 @@ class Run:
             finished_at=_now(),
         )
         text = json.dumps(report, indent=2, allow_nan=False) + "\n"
-        with formats.stage_json(self.report_path, json.loads(text), force=self.common.force,
-                                inputs=self.inputs) as staged_report:  # fmt: skip
-            formats.commit_all([staged, staged_report])
+        if self.report_path is not None:
+            with formats.stage_json(self.report_path, json.loads(text), force=self.common.force,
+                                    inputs=self.inputs) as staged_report:  # fmt: skip
+                formats.commit_all([s for s in (staged, staged_report) if s is not None])
         if self.common.json:
             sys.stdout.write(text)
             sys.stdout.flush()
@@ -243,7 +250,8 @@ class Run:
         ``parameters`` the command's own effective parameters (the shared ones are added);
         ``input_section`` replaces the one built from ``handle`` (inputs that are not arrays).
         """
-        with self.stage(res.arrays, attrs) as staged:
+        staging = self.stage(res.arrays, attrs) if self.output is not None else nullcontext()
+        with staging as staged:
             for w in res.warnings:
                 self.warn(w)
             rep = self.report_head(["rankwise", *sys.argv[1:]])
@@ -253,7 +261,14 @@ class Run:
                 or self.input_section(
                     handle, data, fingerprint=fingerprint, nnz=nnz, missing=self.missing
                 ),  # fmt: skip
-                output={**staged.info, "report": str(self.report_path.resolve())},
+                output={
+                    **(
+                        staged.info
+                        if staged is not None
+                        else {"path": None, "format": None, "arrays": {}}
+                    ),
+                    "report": None if self.report_path is None else str(self.report_path.resolve()),
+                },  # fmt: skip
                 parameters={
                     **parameters,
                     "seed": self.common.seed,
@@ -276,7 +291,9 @@ class Run:
                 memory={"estimate_bytes": int(res.details.get("estimate_bytes", 0))},
                 engine=self.engine,
             )
-            self.finish(rep, f"{summary} → {self.output}; report {self.report_path}", staged)
+            where = [f"→ {self.output}"] if self.output is not None else []
+            where += [f"report {self.report_path}"] if self.report_path is not None else []
+            self.finish(rep, " ".join([summary, "; ".join(where)]).strip(), staged)
 
     @contextmanager
     def threadpool_snapshot(self):

@@ -98,6 +98,18 @@ def _tt(a, k, seed):
     return tt(a, max_rank=k)
 
 
+def _pod(method):
+    from rankwise.core.pod import pod
+
+    return lambda a, k, seed: pod(a, RankRule("rank", k), method=method, rng=seed)
+
+
+def _local(a, k, seed):
+    from rankwise.core.local import local_pod
+
+    return local_pod(a, RankRule("rank", k), clusters=2, rng=seed, n_init=2)
+
+
 def _weights_file(a):
     return np.random.default_rng(1).uniform(0.5, 1.5, a.shape)
 
@@ -130,6 +142,14 @@ ALGORITHMS = [
     Algorithm("tucker", ["tucker"], _tucker, False, order=3, rank_option="--ranks",
               bad_orders=(1, 2)),
     Algorithm("tt", ["tt"], _tt, False, order=3, rank_option="--max-rank", bad_orders=(1,)),
+    Algorithm("rob-pod-svd", ["rob", "pod", "--method", "svd"], _pod("svd"), False),
+    Algorithm("rob-pod-snapshots", ["rob", "pod", "--method", "snapshots"], _pod("snapshots"),
+              False),
+    Algorithm("rob-pod-randomized", ["rob", "pod", "--method", "randomized"],
+              _pod("randomized"), True),
+    # k-medoids restarts reach the same optimum whatever the seed on this data: the seed's
+    # arrival is checked by a spy in tests/cli/test_rob_cli.py
+    Algorithm("rob-local", ["rob", "local", "--clusters", "2"], _local, False),
 ]  # fmt: skip
 IDS = [a.name for a in ALGORITHMS]
 
@@ -205,7 +225,10 @@ def test_empty_and_wrong_ndim_refused(alg, case):
 # ARPACK cannot return min(m, n) triplets: forcing Lanczos with such a rank is a usage error
 # (tested in tests/core/test_svd.py), so it is left out here. A TT --max-rank is a cap, not a
 # request: a cap above the feasible bond rank is simply not binding (tests/core/test_tt.py).
-CLAMPING = [a for a in ALGORITHMS if a.name not in ("svd-lanczos", "tt")]
+# POD refuses a fixed rank above the number of snapshots (ParameterError: a basis cannot have
+# more modes than snapshots, tested in tests/core/test_pod.py) instead of clamping it.
+CLAMPING = [a for a in ALGORITHMS if a.name not in ("svd-lanczos", "tt")
+            and not a.name.startswith("rob-")]  # fmt: skip
 
 
 @pytest.mark.parametrize("alg", CLAMPING, ids=[a.name for a in CLAMPING])
@@ -255,7 +278,8 @@ def test_cli_report_fields_and_output(alg, cli, tmp_path):
     cli(*alg.command, "x.npy", "-o", "o.npz", alg.rank_option, "3", "--seed", "5")
     rep = load_report(tmp_path / "o.report.json")  # validates against the schema
     arrays, attrs = read_result(tmp_path / "o.npz")
-    assert attrs["kind"] == alg.command[0] == rep["command"]
+    command = " ".join(alg.command[:2]) if alg.command[0] == "rob" else alg.command[0]
+    assert attrs["kind"] == command == rep["command"]
     assert set(rep["output"]["arrays"]) == set(arrays)
     assert rep["seed"] == 5 and rep["input"]["fingerprint"].startswith("sha256:")
     for key in ("read", "compute", "write", "total"):
