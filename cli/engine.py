@@ -182,3 +182,20 @@ def task_bytes(info: dict, budget: int) -> int:
 
 
 __all__ = ["Engine", "EngineOptions", "session", "task_bytes"]
+
+
+def run_on_dask(run, handle, eng: EngineOptions, label: str, fn):
+    """Run ``fn(a, also, on_first_pass)`` on the dask array of ``handle`` inside a session;
+    returns the result and the input's ``sha256-blocks:`` fingerprint (hashed on the workers
+    during the first pass)."""
+    from rankwise.formats import dask_array
+
+    with session(eng, threads=run.threads, budget=run.budget, debug=run.common.debug) as info:
+        run.engine = info
+        rows = dask_array.chunk_rows(handle, task_bytes(info, run.budget))
+        a = dask_array.as_dask_array(handle, rows=rows, max_bytes=run.budget)
+        digests: dict = {}
+        with run.compute(f"{label} on dask ({info['workers']} workers)"):
+            res = fn(a, dask_array.block_digests(a), lambda d: digests.update(d=d))
+        info["stages"] = res.details.get("stages", [])
+    return res, dask_array.combine_digests(handle.dtype, handle.shape, digests["d"])

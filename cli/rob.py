@@ -9,6 +9,15 @@ from typing import Annotated
 import typer
 
 from . import options as opt
+from .engine import (
+    ConnectTimeoutOption,
+    Engine,
+    EngineOption,
+    EngineOptions,
+    SchedulerFileOption,
+    SchedulerOption,
+    WorkersOption,
+)
 from .errors import CheckFailed, CliUsageError
 from .matrix import _common
 from .run import Run, guarded
@@ -239,6 +248,11 @@ def pod(
             show_default=False,
         ),
     ] = None,  # fmt: skip
+    engine: EngineOption = Engine.local,
+    scheduler: SchedulerOption = None,
+    scheduler_file: SchedulerFileOption = None,
+    workers: WorkersOption = None,
+    connect_timeout: ConnectTimeoutOption = 10.0,
     force: opt.Force = False,
     quiet: opt.Quiet = False,
     debug: opt.Debug = False,
@@ -260,11 +274,43 @@ def pod(
         from .svd import STREAMABLE_FORMATS
 
         rule = _rule(criterion, tol, rank)
+        eng = EngineOptions(engine, scheduler, scheduler_file, workers, connect_timeout)
+        eng.check()
+        if engine == Engine.dask:
+            local_only = {"--mass": mass is not None,
+                          "--streaming/--in-memory": streaming is not None,
+                          "--snapshots rows": snapshots == Layout.rows,
+                          "--method": method not in (PODMethod.auto, PODMethod.svd),
+                          "--power-iters": power_iters is not None}  # fmt: skip
+            given = [k for k, v in local_only.items() if v]
+            if given:
+                raise CliUsageError(f"{', '.join(given)} do(es) not run on --engine dask (POD "
+                                    "there is a TSQR of W^½X)")  # fmt: skip
         run = Run("rob pod", common)
         handle = run.open_input(uri)
         if handle.ndim != 2:
             raise CliUsageError(f"rob pod needs a snapshot matrix, got {handle.ndim}-D input")
         m, w, m_info, w_info = _inner(run, mass, weights)
+        parameters = {**_rule_parameters(rule, criterion, tol, rank), "method": method.value,
+                      "center": center, "mass": m_info, "weights": w_info,
+                      "snapshots": snapshots.value, "oversample": oversample,
+                      "power_iters": power_iters, "streaming": bool(streaming)}  # fmt: skip
+        if engine == Engine.dask:
+            from rankwise.core import distributed
+
+            from .engine import run_on_dask
+
+            run.prepare_outputs(output)
+
+            def fn(a, also, on_first_pass):
+                return distributed.pod(a, rule, center=center, weights=w, also=also,
+                                       on_first_pass=on_first_pass)  # fmt: skip
+
+            res, fp = run_on_dask(run, handle, eng, "POD", fn)
+            run.commit(res, handle=handle, data=None, fingerprint=fp, requested=method.value,
+                       parameters=parameters, summary=_pod_summary(res, "POD (dask)"),
+                       attrs={**_basis_attrs(res, rule), "engine": "dask"})  # fmt: skip
+            return
         streamable = not handle.sparse and handle.format in STREAMABLE_FORMATS
         if streaming and (not streamable or snapshots == Layout.rows):
             raise CliUsageError("--streaming reads dofs × snapshots HDF5, Zarr or NPY arrays "
@@ -288,10 +334,7 @@ def pod(
                            power_iters=power_iters, max_memory=run.budget, streaming=streaming,
                            on_first_pass=None if hasher is None
                            else (lambda s, b: hasher.update(b)))  # fmt: skip
-        parameters = {**_rule_parameters(rule, criterion, tol, rank), "method": method.value,
-                      "center": center, "mass": m_info, "weights": w_info,
-                      "snapshots": snapshots.value, "oversample": oversample,
-                      "power_iters": power_iters, "streaming": bool(streaming)}  # fmt: skip
+        parameters["streaming"] = bool(streaming)
         run.commit(res, handle=handle, data=data,
                    fingerprint=None if hasher is None else hasher.hexdigest(),
                    requested=method.value, parameters=parameters,
@@ -583,6 +626,11 @@ def project(
     mass: Mass = None,
     weights: Weights = None,
     snapshots: Snapshots = Layout.columns,
+    engine: EngineOption = Engine.local,
+    scheduler: SchedulerOption = None,
+    scheduler_file: SchedulerFileOption = None,
+    workers: WorkersOption = None,
+    connect_timeout: ConnectTimeoutOption = 10.0,
     force: opt.Force = False,
     quiet: opt.Quiet = False,
     debug: opt.Debug = False,
@@ -596,43 +644,69 @@ def project(
     common = _common(force=force, quiet=quiet, debug=debug, threads=threads,
                      max_memory=max_memory, seed=seed, report=report, json_=json_)  # fmt: skip
     with guarded("rob project", debug):
-        from rankwise.core import pod as core
-
+        eng = EngineOptions(engine, scheduler, scheduler_file, workers, connect_timeout)
+        eng.check()
         run = Run("rob project", common)
         arrays, attrs, is_local = _read_basis(run, basis, local_ok=True)
+        on_dask = engine == Engine.dask
+        if on_dask and (is_local or mass is not None or snapshots == Layout.rows):
+            raise CliUsageError("--engine dask projects on one basis with the Euclidean or "
+                                "--weights inner product, dofs × snapshots; local bases, "
+                                "--mass and --snapshots rows run on the local engine")  # fmt: skip
         handle = run.open_input(uri)
         m, w, m_info, w_info = _inner(run, mass, weights)
         run.prepare_outputs(output)
-        data = _snapshots(run, handle, snapshots, "rob project")
-        if "mean" in arrays:
-            data = data - arrays["mean"][:, None]
-        if is_local:
-            k = sum(1 for n in arrays if n.startswith("basis/"))
-            bases = [arrays[f"basis/{i}"] for i in range(k)]
-            kw = {"medoids": arrays["medoids"],
-                  "dissimilarity": attrs.get("dissimilarity", "sine")}  # fmt: skip
-            if kw["dissimilarity"] == "grassmann":
-                kw["dissimilarity"] = "sine"  # medoids of simulations are assigned by angle
-        else:
-            bases, kw = arrays["basis"], {}
-        with run.compute("projection errors"):
-            res = core.project(bases, data, mass=m, weights=w, **kw)
+        res, data, fingerprint = _project(run, handle, arrays, attrs, is_local, m, w, snapshots,
+                                          eng if on_dask else None)  # fmt: skip
         mt = res.metrics
         parameters = {"basis": _basis_section(basis, arrays, attrs), "max_error": max_error,
                       "mass": m_info, "weights": w_info, "snapshots": snapshots.value,
                       "centred": "mean" in arrays}  # fmt: skip
         failed = max_error is not None and mt["worst"] > max_error
         summary = (
-            f"{data.shape[1]} snapshot(s): mean relative projection error "
+            f"{handle.shape[1 if snapshots == Layout.columns else 0]} snapshot(s): mean "
+            "relative projection error "
             f"{mt['mean']:.3g}, worst {mt['worst']:.3g} (snapshot {mt['worst_snapshot']})"
         )
         if max_error is not None:
             summary += f"; {'ABOVE' if failed else 'within'} --max-error {max_error:g}"
-        run.commit(res, handle=handle, data=data, requested="project", parameters=parameters,
-                   summary=summary, attrs={"local": bool(is_local)})  # fmt: skip
+        run.commit(res, handle=handle, data=data, fingerprint=fingerprint, requested="project",
+                   parameters=parameters, summary=summary,
+                   attrs={"local": bool(is_local)})  # fmt: skip
         if failed:
             raise CheckFailed(f"worst relative projection error {mt['worst']:.3g} > --max-error "
                               f"{max_error:g} (snapshot {mt['worst_snapshot']})")  # fmt: skip
+
+
+def _project(run: Run, handle, arrays, attrs, is_local, m, w, snapshots, eng):
+    """(result, data, fingerprint): on the dask engine the data stays on the workers."""
+    from rankwise.core import pod as core
+
+    if eng is not None:
+        from rankwise.core import distributed
+
+        from .engine import run_on_dask
+
+        def fn(a, also, on_first_pass):
+            return distributed.project(arrays["basis"], a, weights=w, mean=arrays.get("mean"),
+                                       also=also, on_first_pass=on_first_pass)  # fmt: skip
+
+        res, fingerprint = run_on_dask(run, handle, eng, "projection", fn)
+        return res, None, fingerprint
+    data = _snapshots(run, handle, snapshots, "rob project")
+    if "mean" in arrays:
+        data = data - arrays["mean"][:, None]
+    kw = {}
+    if is_local:
+        k = sum(1 for n in arrays if n.startswith("basis/"))
+        bases = [arrays[f"basis/{i}"] for i in range(k)]
+        # medoids of whole simulations (grassmann) are assigned by angle
+        dis = attrs.get("dissimilarity", "sine")
+        kw = {"medoids": arrays["medoids"], "dissimilarity": "sine" if dis == "grassmann" else dis}
+    else:
+        bases = arrays["basis"]
+    with run.compute("projection errors"):
+        return core.project(bases, data, mass=m, weights=w, **kw), data, None
 
 
 # --- rob deim -----------------------------------------------------------------------------------

@@ -289,9 +289,8 @@ def _svd_dask(run: Run, uri, output, rule, method, oversample, power_iters, eng)
     import numpy as np
 
     from rankwise.core import distributed
-    from rankwise.formats import dask_array
 
-    from .engine import session, task_bytes
+    from .engine import run_on_dask
 
     dmethod = {"auto": "auto", "exact": "tsqr", "randomized": "randomized"}[method]
     handle = run.open_input(uri)
@@ -300,19 +299,14 @@ def _svd_dask(run: Run, uri, output, rule, method, oversample, power_iters, eng)
     distributed.plan(handle.shape, rule, dmethod)  # refuse bad combinations before starting
     run.prepare_outputs(output)
     oversample = 10 if oversample is None else oversample
-    with session(eng, threads=run.threads, budget=run.budget, debug=run.common.debug) as info:
-        run.engine = info
-        rows = dask_array.chunk_rows(handle, task_bytes(info, run.budget))
-        a = dask_array.as_dask_array(handle, rows=rows, max_bytes=run.budget)
-        digests = {}
-        with run.compute(f"svd on dask ({info['workers']} workers)"):
-            res = distributed.svd(
-                a, rule, method=dmethod, rng=np.random.default_rng(run.common.seed),
-                oversample=oversample, power_iters=power_iters,
-                also=dask_array.block_digests(a), on_first_pass=lambda d: digests.update(d=d),
-            )  # fmt: skip
-        info["stages"] = res.details["stages"]
-    fingerprint = dask_array.combine_digests(handle.dtype, handle.shape, digests["d"])
+
+    def fn(a, also, on_first_pass):
+        return distributed.svd(a, rule, method=dmethod, rng=np.random.default_rng(run.common.seed),
+                               oversample=oversample, power_iters=power_iters, also=also,
+                               on_first_pass=on_first_pass)  # fmt: skip
+
+    res, fingerprint = run_on_dask(run, handle, eng, "svd", fn)
+    info = run.engine
     parameters = _parameters(rule, method, oversample=oversample, res=res)
     err = res.metrics["relative_frobenius_error"]
     summary = (f"rank {res.rank['value']} ({rule.kind} {rule.value:g}, {res.method} on "

@@ -189,3 +189,54 @@ def test_fingerprint_does_not_depend_on_format_chunks_or_budget(tmp_path, monkey
     fx = load_report(tmp_path / "x.report.json")["input"]["fingerprint"]
     fy = load_report(tmp_path / "y.report.json")["input"]["fingerprint"]
     assert fx == fy and fx.startswith("sha256-blocks:")
+
+
+@pytest.mark.slow
+def test_rob_pod_and_project_on_external_workers_equal_the_local_engine(cli, tmp_path,
+                                                                        scheduler):  # fmt: skip
+    x = np.linspace(0, 1, 8000)[:, None]
+    mu = np.random.default_rng(3).uniform(0.5, 5, 60)[None, :]
+    snaps = np.exp(-mu * x) * np.sin(np.pi * x) + mu * x**2
+    write_h5(tmp_path / "s.h5", snaps, 1000)
+    np.save(tmp_path / "w.npy", np.random.default_rng(4).uniform(0.5, 2.0, 8000))
+    dask = ["--engine", "dask", "--scheduler-file", str(scheduler["file"]), "--max-memory",
+            "20M"]  # fmt: skip
+    for flags in ([], ["--center", "--weights", "w.npy"]):
+        cli("rob", "pod", "s.h5:/a", "-o", "d.h5", "--tol", "1e-8", *flags, *dask, "--force",
+            "-q")  # fmt: skip
+        cli("rob", "pod", "s.h5:/a", "-o", "l.h5", "--tol", "1e-8", "--method", "svd", *flags,
+            "--force", "-q")  # fmt: skip
+        d, dattrs = read_result(tmp_path / "d.h5")
+        loc, _ = read_result(tmp_path / "l.h5")
+        assert d["basis"].shape == loc["basis"].shape and dattrs["engine"] == "dask"
+        # both are exact SVDs of W^½X: values to rounding, bases to rounding over the gap
+        np.testing.assert_allclose(d["singular_values"], loc["singular_values"], rtol=1e-9)
+        w = np.load(tmp_path / "w.npy") if flags else np.ones(8000)
+        sw = np.sqrt(w)[:, None]
+        assert max_sine(sw * d["basis"], sw * loc["basis"]) <= 1e-6
+        rd = load_report(tmp_path / "d.report.json")
+        rl = load_report(tmp_path / "l.report.json")
+        assert rd["metrics"]["projection_error"]["worst"] == pytest.approx(
+            rl["metrics"]["projection_error"]["worst"], rel=1e-4, abs=1e-12)  # fmt: skip
+        assert rd["engine"]["workers"] == 2 and rd["rank"]["value"] == rl["rank"]["value"]
+    # projection errors of the last (centred, weighted) basis, on both engines
+    cli("rob", "project", "l.h5", "s.h5:/a", "--weights", "w.npy", "-o", "pd.npz", *dask, "-q")
+    cli("rob", "project", "l.h5", "s.h5:/a", "--weights", "w.npy", "-o", "pl.npz", "-q")
+    pd_, _ = read_result(tmp_path / "pd.npz")
+    pl, _ = read_result(tmp_path / "pl.npz")
+    np.testing.assert_allclose(pd_["projection_errors"], pl["projection_errors"], rtol=1e-6,
+                               atol=1e-14)  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    "args, needle",
+    [
+        (["pod", "x.npy", "-o", "o.h5", "--rank", "1", "--mass", "m.npy"], "--mass"),
+        (["pod", "x.npy", "-o", "o.h5", "--rank", "1", "--method", "snapshots"], "--method"),
+        (["pod", "x.npy", "-o", "o.h5", "--rank", "1", "--snapshots", "rows"], "--snapshots"),
+    ],
+)
+def test_rob_dask_usage_errors(cli, tmp_path, args, needle):
+    np.save(tmp_path / "x.npy", np.ones((10, 3)))
+    proc = cli("rob", *args, "--engine", "dask", "--workers", "1", expect=2)
+    assert needle in proc.stderr and proc.stderr.count("\n") == 1
