@@ -59,7 +59,7 @@ def spy_on(monkeypatch, module, name):
 
     def spy(*args, **kwargs):
         seen.update(kwargs, _args=args)
-        if "rng" in kwargs:  # its state at the call (the run consumes it)
+        if hasattr(kwargs.get("rng"), "bit_generator"):  # its state at the call (consumed)
             seen["_rng_state"] = kwargs["rng"].bit_generator.state
         return real(*args, **kwargs)
 
