@@ -40,8 +40,10 @@ def _root(
 
 
 def _register() -> None:
+    from .complete import complete
     from .info import info
     from .matrix import cur, kpsvd, nmf
+    from .results import error, reconstruct, report
     from .rob import app as rob_app
     from .svd import svd
     from .tensor import cp, tt, tucker
@@ -54,7 +56,11 @@ def _register() -> None:
     app.command("cp")(cp)
     app.command("tucker")(tucker)
     app.command("tt")(tt)
+    app.command("complete")(complete)
     app.add_typer(rob_app, name="rob")
+    app.command("reconstruct")(reconstruct)
+    app.command("error")(error)
+    app.command("report")(report)
 
 
 _register()
