@@ -9,8 +9,8 @@ import typer
 
 from . import options as opt
 from .errors import CliUsageError
-from .matrix import _common, _progress
-from .run import Run, guarded
+from .matrix import _progress
+from .run import Common, Run, guarded
 
 
 class Method(StrEnum):
@@ -43,6 +43,7 @@ def parse_clip(text: str | None):
     return (lo, hi)
 
 
+@opt.with_common
 def complete(
     uri: opt.InputURI,
     output: opt.Output,
@@ -145,20 +146,11 @@ def complete(
             "fits --max-memory.",
         ),
     ] = False,  # fmt: skip
-    force: opt.Force = False,
-    quiet: opt.Quiet = False,
-    debug: opt.Debug = False,
-    threads: opt.Threads = None,
-    max_memory: opt.MaxMemory = None,
-    seed: opt.Seed = 0,
-    report: opt.ReportPath = None,
-    json_: opt.Json = False,
+    common: Common = None,  # the shared options, from @opt.with_common
 ) -> None:
     """Complete a matrix or tensor with missing entries (NaN in dense input; the stored
     entries of sparse input are the observed ones)."""
-    common = _common(force=force, quiet=quiet, debug=debug, threads=threads,
-                     max_memory=max_memory, seed=seed, report=report, json_=json_)  # fmt: skip
-    with guarded("complete", debug):
+    with guarded("complete", common.debug):
         import numpy as np
 
         from rankwise.core import complete as core

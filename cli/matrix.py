@@ -69,6 +69,7 @@ def _penalty(name: str):
     ]
 
 
+@opt.with_common
 def nmf(
     uri: opt.InputURI,
     output: opt.Output,
@@ -101,22 +102,13 @@ def nmf(
     n_init: Annotated[
         int, typer.Option("--n-init", min=1, help="Restarts; the lowest objective is kept.")
     ] = 1,
-    force: opt.Force = False,
-    quiet: opt.Quiet = False,
-    debug: opt.Debug = False,
-    threads: opt.Threads = None,
-    max_memory: opt.MaxMemory = None,
-    seed: opt.Seed = 0,
-    report: opt.ReportPath = None,
-    json_: opt.Json = False,
+    common: Common = None,  # the shared options, from @opt.with_common
 ) -> None:
     """Nonnegative matrix factorization A ≈ W·H (W, H ≥ 0), or semi-NMF with --semi.
 
     NaN entries of a dense input are missing: the fit covers the observed entries only.
     """
-    common = _common(force=force, quiet=quiet, debug=debug, threads=threads,
-                     max_memory=max_memory, seed=seed, report=report, json_=json_)  # fmt: skip
-    with guarded("nmf", debug):
+    with guarded("nmf", common.debug):
         if semi:
             nmf_only = {"--solver": solver != "auto", "--loss": loss != "frobenius",
                         "--l1-w": l1_w, "--l1-h": l1_h, "--l2-w": l2_w, "--l2-h": l2_h}  # fmt: skip
@@ -207,6 +199,7 @@ def _nmf(run: Run, uri, output, *, rank, semi, solver, loss, init, l1_w, l1_h, l
                       "semi": bool(semi)})  # fmt: skip
 
 
+@opt.with_common
 def cur(
     uri: opt.InputURI,
     output: opt.Output,
@@ -230,19 +223,10 @@ def cur(
             help="Also compute the optimal rank-K error (a truncated SVD) to compare with.",
         ),
     ] = True,  # fmt: skip
-    force: opt.Force = False,
-    quiet: opt.Quiet = False,
-    debug: opt.Debug = False,
-    threads: opt.Threads = None,
-    max_memory: opt.MaxMemory = None,
-    seed: opt.Seed = 0,
-    report: opt.ReportPath = None,
-    json_: opt.Json = False,
+    common: Common = None,  # the shared options, from @opt.with_common
 ) -> None:
     """CUR decomposition A ≈ C·U·R with C = A[:, cols] and R = A[rows, :]."""
-    common = _common(force=force, quiet=quiet, debug=debug, threads=threads,
-                     max_memory=max_memory, seed=seed, report=report, json_=json_)  # fmt: skip
-    with guarded("cur", debug):
+    with guarded("cur", common.debug):
         import numpy as np
 
         from rankwise.core import cur as core
@@ -277,6 +261,7 @@ def parse_block(text: str) -> tuple[int, int]:
     return m1, n1
 
 
+@opt.with_common
 def kpsvd(
     uri: opt.InputURI,
     output: opt.Output,
@@ -319,19 +304,10 @@ def kpsvd(
             show_default=False,
         ),
     ] = None,  # fmt: skip
-    force: opt.Force = False,
-    quiet: opt.Quiet = False,
-    debug: opt.Debug = False,
-    threads: opt.Threads = None,
-    max_memory: opt.MaxMemory = None,
-    seed: opt.Seed = 0,
-    report: opt.ReportPath = None,
-    json_: opt.Json = False,
+    common: Common = None,  # the shared options, from @opt.with_common
 ) -> None:
     """Kronecker-product SVD: A ≈ Σ S_i A_i ⊗ B_i (Van Loan–Pitsianis)."""
-    common = _common(force=force, quiet=quiet, debug=debug, threads=threads,
-                     max_memory=max_memory, seed=seed, report=report, json_=json_)  # fmt: skip
-    with guarded("kpsvd", debug):
+    with guarded("kpsvd", common.debug):
         import numpy as np
 
         from rankwise.core import kpsvd as core

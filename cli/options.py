@@ -53,3 +53,44 @@ InputURI = Annotated[
         show_default=False,
     ),
 ]
+
+
+# The options every compute command takes (DESIGN.md §3), in the order --help lists them.
+COMMON_OPTIONS = {
+    "force": (Force, False),
+    "quiet": (Quiet, False),
+    "debug": (Debug, False),
+    "threads": (Threads, None),
+    "max_memory": (MaxMemory, None),
+    "seed": (Seed, 0),
+    "report": (ReportPath, None),
+    "json_": (Json, False),
+}
+
+
+def with_common(fn):
+    """Give a command the shared options: they are appended to its Typer signature and handed
+    to it as one ``common`` (a :class:`rankwise.cli.run.Common`) keyword argument."""
+    import functools
+    import inspect
+
+    sig = inspect.signature(fn, eval_str=True)
+    own = [p for name, p in sig.parameters.items() if name != "common"]
+    extra = [
+        inspect.Parameter(
+            name, inspect.Parameter.POSITIONAL_OR_KEYWORD, default=default, annotation=annotation
+        )  # fmt: skip
+        for name, (annotation, default) in COMMON_OPTIONS.items()
+    ]
+
+    @functools.wraps(fn)
+    def command(*args, **kwargs):
+        from .run import Common
+
+        values = {name: kwargs.pop(name, default) for name, (_, default) in COMMON_OPTIONS.items()}
+        values["json"] = values.pop("json_")
+        return fn(*args, common=Common(**values), **kwargs)
+
+    command.__signature__ = sig.replace(parameters=own + extra)
+    command.__annotations__ = {p.name: p.annotation for p in own + extra}
+    return command

@@ -12,7 +12,7 @@ import typer
 from . import options as opt
 from .errors import CheckFailed, CliUsageError
 from .matrix import _common
-from .run import Run, guarded
+from .run import Common, Run, guarded
 
 Factors = Annotated[
     Path,
@@ -84,6 +84,7 @@ def _check_key(key: str) -> None:
                             f"'.' or '..' parts, not __attrs__), got {key!r}")  # fmt: skip
 
 
+@opt.with_common
 def reconstruct(
     factors: Factors,
     output: opt.Output,
@@ -101,23 +102,14 @@ def reconstruct(
     key: Annotated[str, typer.Option("--key", help="Name of the array in the output.")] = (
         "reconstruction"
     ),
-    force: opt.Force = False,
-    quiet: opt.Quiet = False,
-    debug: opt.Debug = False,
-    threads: opt.Threads = None,
-    max_memory: opt.MaxMemory = None,
-    seed: opt.Seed = 0,
-    report: opt.ReportPath = None,
-    json_: opt.Json = False,
+    common: Common = None,  # the shared options, from @opt.with_common
 ) -> None:
     """Rebuild the dense array (or a slice of it) from the factors of any result.
 
     svd U·diag(S)·Vt (+ mean), nmf W·H, cur C·U·R, kpsvd Σ S_i A_i ⊗ B_i, cp, tucker, tt,
     complete. The output holds one array (--key) in the factors' dtype.
     """
-    common = _common(force=force, quiet=quiet, debug=debug, threads=threads,
-                     max_memory=max_memory, seed=seed, report=report, json_=json_)  # fmt: skip
-    with guarded("reconstruct", debug):
+    with guarded("reconstruct", common.debug):
         from rankwise.core import reconstruct as core
         from rankwise.core.errors import BudgetError, human_bytes
         from rankwise.core.result import Result
@@ -238,6 +230,7 @@ def error(
     complete result is compared at its stored entries. For a basis (rob pod/enrich/merge):
     the projection error of the snapshots at URI, ‖X_c − VVᵀX_c‖/‖X_c‖ (mean subtracted).
     """
+    # its own --report help (no report file without it), so not @opt.with_common
     common = _common(force=force, quiet=quiet, debug=debug, threads=threads,
                      max_memory=max_memory, seed=seed, report=report, json_=json_)  # fmt: skip
     with guarded("error", debug):

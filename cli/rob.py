@@ -19,8 +19,7 @@ from .engine import (
     WorkersOption,
 )
 from .errors import CheckFailed, CliUsageError
-from .matrix import _common
-from .run import Run, guarded
+from .run import Common, Run, guarded
 
 app = typer.Typer(
     name="rob",
@@ -209,6 +208,7 @@ def _pod_summary(res, what: str) -> str:
 
 
 @app.command("pod")
+@opt.with_common
 def pod(
     uri: opt.InputURI,
     output: opt.Output,
@@ -253,19 +253,10 @@ def pod(
     scheduler_file: SchedulerFileOption = None,
     workers: WorkersOption = None,
     connect_timeout: ConnectTimeoutOption = 10.0,
-    force: opt.Force = False,
-    quiet: opt.Quiet = False,
-    debug: opt.Debug = False,
-    threads: opt.Threads = None,
-    max_memory: opt.MaxMemory = None,
-    seed: opt.Seed = 0,
-    report: opt.ReportPath = None,
-    json_: opt.Json = False,
+    common: Common = None,  # the shared options, from @opt.with_common
 ) -> None:
     """POD basis of a snapshot matrix: basis (dofs × N), singular_values (and mean)."""
-    common = _common(force=force, quiet=quiet, debug=debug, threads=threads,
-                     max_memory=max_memory, seed=seed, report=report, json_=json_)  # fmt: skip
-    with guarded("rob pod", debug):
+    with guarded("rob pod", common.debug):
         import numpy as np
 
         from rankwise import formats
@@ -345,6 +336,7 @@ def pod(
 
 
 @app.command("enrich")
+@opt.with_common
 def enrich(
     basis: Annotated[
         Path,
@@ -366,19 +358,10 @@ def enrich(
             "update (the same result up to rounding; for streams of snapshots).",
         ),
     ] = False,  # fmt: skip
-    force: opt.Force = False,
-    quiet: opt.Quiet = False,
-    debug: opt.Debug = False,
-    threads: opt.Threads = None,
-    max_memory: opt.MaxMemory = None,
-    seed: opt.Seed = 0,
-    report: opt.ReportPath = None,
-    json_: opt.Json = False,
+    common: Common = None,  # the shared options, from @opt.with_common
 ) -> None:
     """Add new snapshots to a basis without the old ones (incremental SVD)."""
-    common = _common(force=force, quiet=quiet, debug=debug, threads=threads,
-                     max_memory=max_memory, seed=seed, report=report, json_=json_)  # fmt: skip
-    with guarded("rob enrich", debug):
+    with guarded("rob enrich", common.debug):
         from rankwise.core import pod as core
 
         rule = _rule(criterion, tol, rank)
@@ -415,6 +398,7 @@ def _no_mean(arrays, path):
 
 
 @app.command("merge")
+@opt.with_common
 def merge(
     bases: Annotated[
         list[Path],
@@ -428,19 +412,10 @@ def merge(
     rank: Rank = None,
     mass: Mass = None,
     weights: Weights = None,
-    force: opt.Force = False,
-    quiet: opt.Quiet = False,
-    debug: opt.Debug = False,
-    threads: opt.Threads = None,
-    max_memory: opt.MaxMemory = None,
-    seed: opt.Seed = 0,
-    report: opt.ReportPath = None,
-    json_: opt.Json = False,
+    common: Common = None,  # the shared options, from @opt.with_common
 ) -> None:
     """Merge bases of separate snapshot sets (HAPOD), with the error bound in the report."""
-    common = _common(force=force, quiet=quiet, debug=debug, threads=threads,
-                     max_memory=max_memory, seed=seed, report=report, json_=json_)  # fmt: skip
-    with guarded("rob merge", debug):
+    with guarded("rob merge", common.debug):
         from rankwise import formats
         from rankwise.core import pod as core
 
@@ -495,6 +470,7 @@ def parse_clusters(text: str):
 
 
 @app.command("local")
+@opt.with_common
 def local(
     uri: opt.InputURI,
     output: opt.Output,
@@ -544,19 +520,10 @@ def local(
     mass: Mass = None,
     weights: Weights = None,
     snapshots: Snapshots = Layout.columns,
-    force: opt.Force = False,
-    quiet: opt.Quiet = False,
-    debug: opt.Debug = False,
-    threads: opt.Threads = None,
-    max_memory: opt.MaxMemory = None,
-    seed: opt.Seed = 0,
-    report: opt.ReportPath = None,
-    json_: opt.Json = False,
+    common: Common = None,  # the shared options, from @opt.with_common
 ) -> None:
     """Local POD bases: cluster the snapshots, one basis per cluster."""
-    common = _common(force=force, quiet=quiet, debug=debug, threads=threads,
-                     max_memory=max_memory, seed=seed, report=report, json_=json_)  # fmt: skip
-    with guarded("rob local", debug):
+    with guarded("rob local", common.debug):
         import numpy as np
 
         from rankwise.core import local as core
@@ -597,6 +564,7 @@ def local(
 
 
 @app.command("project")
+@opt.with_common
 def project(
     basis: Annotated[
         Path,
@@ -631,19 +599,10 @@ def project(
     scheduler_file: SchedulerFileOption = None,
     workers: WorkersOption = None,
     connect_timeout: ConnectTimeoutOption = 10.0,
-    force: opt.Force = False,
-    quiet: opt.Quiet = False,
-    debug: opt.Debug = False,
-    threads: opt.Threads = None,
-    max_memory: opt.MaxMemory = None,
-    seed: opt.Seed = 0,
-    report: opt.ReportPath = None,
-    json_: opt.Json = False,
+    common: Common = None,  # the shared options, from @opt.with_common
 ) -> None:
     """Projection errors of snapshots on a basis (local bases: nearest medoid, and the best)."""
-    common = _common(force=force, quiet=quiet, debug=debug, threads=threads,
-                     max_memory=max_memory, seed=seed, report=report, json_=json_)  # fmt: skip
-    with guarded("rob project", debug):
+    with guarded("rob project", common.debug):
         eng = EngineOptions(engine, scheduler, scheduler_file, workers, connect_timeout)
         eng.check()
         run = Run("rob project", common)
@@ -713,6 +672,7 @@ def _project(run: Run, handle, arrays, attrs, is_local, m, w, snapshots, eng):
 
 
 @app.command("deim")
+@opt.with_common
 def deim(
     basis: Annotated[
         Path,
@@ -736,19 +696,10 @@ def deim(
             show_default=False,
         ),
     ] = None,  # fmt: skip
-    force: opt.Force = False,
-    quiet: opt.Quiet = False,
-    debug: opt.Debug = False,
-    threads: opt.Threads = None,
-    max_memory: opt.MaxMemory = None,
-    seed: opt.Seed = 0,
-    report: opt.ReportPath = None,
-    json_: opt.Json = False,
+    common: Common = None,  # the shared options, from @opt.with_common
 ) -> None:
     """DEIM interpolation indices of a basis."""
-    common = _common(force=force, quiet=quiet, debug=debug, threads=threads,
-                     max_memory=max_memory, seed=seed, report=report, json_=json_)  # fmt: skip
-    with guarded("rob deim", debug):
+    with guarded("rob deim", common.debug):
         from rankwise.core import deim as core
 
         run = Run("rob deim", common)

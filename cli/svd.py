@@ -47,6 +47,7 @@ def rank_rule(rank, tol, energy, rel_sv, *, extra: str | None = None):
     return RankRule(kind, value)
 
 
+@opt.with_common
 def svd(
     uri: opt.InputURI,
     output: opt.Output,
@@ -157,19 +158,10 @@ def svd(
     scheduler_file: SchedulerFileOption = None,
     workers: WorkersOption = None,
     connect_timeout: ConnectTimeoutOption = 10.0,
-    force: opt.Force = False,
-    quiet: opt.Quiet = False,
-    debug: opt.Debug = False,
-    threads: opt.Threads = None,
-    max_memory: opt.MaxMemory = None,
-    seed: opt.Seed = 0,
-    report: opt.ReportPath = None,
-    json_: opt.Json = False,
+    common: Common = None,  # the shared options, from @opt.with_common
 ) -> None:
     """Truncated SVD / PCA: A ≈ U·diag(S)·Vt, written as U, S, Vt (and mean with --center)."""
-    common = Common(force=force, quiet=quiet, debug=debug, threads=threads,
-                    max_memory=max_memory, seed=seed, report=report, json=json_)  # fmt: skip
-    with guarded("svd", debug):
+    with guarded("svd", common.debug):
         rule = rank_rule(rank, tol, energy, rel_sv)
         eng = EngineOptions(engine, scheduler, scheduler_file, workers, connect_timeout)
         eng.check()

@@ -11,8 +11,8 @@ import typer
 
 from . import options as opt
 from .errors import CliUsageError
-from .matrix import _common, _progress
-from .run import Run, guarded
+from .matrix import _progress
+from .run import Common, Run, guarded
 from .svd import STREAMABLE_FORMATS
 
 
@@ -112,6 +112,7 @@ def _source(run: Run, handle, *, method: str, streaming: bool | None, in_memory_
 # --- cp ------------------------------------------------------------------------------------------
 
 
+@opt.with_common
 def cp(
     uri: opt.InputURI,
     output: opt.Output,
@@ -149,23 +150,14 @@ def cp(
         bool,
         typer.Option("--linesearch/--no-linesearch", help="Bro's extrapolation after each sweep."),
     ] = True,  # fmt: skip
-    force: opt.Force = False,
-    quiet: opt.Quiet = False,
-    debug: opt.Debug = False,
-    threads: opt.Threads = None,
-    max_memory: opt.MaxMemory = None,
-    seed: opt.Seed = 0,
-    report: opt.ReportPath = None,
-    json_: opt.Json = False,
+    common: Common = None,  # the shared options, from @opt.with_common
 ) -> None:
     """CP decomposition X ≈ Σ_r w_r a_0r ∘ a_1r ∘ … (CP-ALS, or nonnegative CP by HALS).
 
     Written as weights (R) and factors/0 … factors/N-1 (I_n × R), TensorLy's layout: unit
     columns, weights ≥ 0 in descending order.
     """
-    common = _common(force=force, quiet=quiet, debug=debug, threads=threads,
-                     max_memory=max_memory, seed=seed, report=report, json_=json_)  # fmt: skip
-    with guarded("cp", debug):
+    with guarded("cp", common.debug):
         import numpy as np
 
         from rankwise.core import cp as core
@@ -211,6 +203,7 @@ def cp(
 # --- tucker --------------------------------------------------------------------------------------
 
 
+@opt.with_common
 def tucker(
     uri: opt.InputURI,
     output: opt.Output,
@@ -265,22 +258,13 @@ def tucker(
     ] = None,  # fmt: skip
     svd: SVDPathOption = SVDPath.auto,
     streaming: Streaming = None,
-    force: opt.Force = False,
-    quiet: opt.Quiet = False,
-    debug: opt.Debug = False,
-    threads: opt.Threads = None,
-    max_memory: opt.MaxMemory = None,
-    seed: opt.Seed = 0,
-    report: opt.ReportPath = None,
-    json_: opt.Json = False,
+    common: Common = None,  # the shared options, from @opt.with_common
 ) -> None:
     """Tucker decomposition X ≈ core ×_0 U_0 ×_1 U_1 … (ST-HOSVD, HOOI).
 
     Written as core and factors/0 … factors/N-1 (orthonormal columns), TensorLy's layout.
     """
-    common = _common(force=force, quiet=quiet, debug=debug, threads=threads,
-                     max_memory=max_memory, seed=seed, report=report, json_=json_)  # fmt: skip
-    with guarded("tucker", debug):
+    with guarded("tucker", common.debug):
         from rankwise.core import tucker as core
 
         given = {"--ranks": ranks, "--tol": tol, "--budget": budget}
@@ -351,6 +335,7 @@ def tucker(
 # --- tt ------------------------------------------------------------------------------------------
 
 
+@opt.with_common
 def tt(
     uri: Annotated[
         str | None,
@@ -389,22 +374,13 @@ def tt(
     ] = None,  # fmt: skip
     svd: SVDPathOption = SVDPath.auto,
     streaming: Streaming = None,
-    force: opt.Force = False,
-    quiet: opt.Quiet = False,
-    debug: opt.Debug = False,
-    threads: opt.Threads = None,
-    max_memory: opt.MaxMemory = None,
-    seed: opt.Seed = 0,
-    report: opt.ReportPath = None,
-    json_: opt.Json = False,
+    common: Common = None,  # the shared options, from @opt.with_common
 ) -> None:
     """Tensor train (TT-SVD) X ≈ G_0 G_1 … G_{N-1}, or TT rounding with --round.
 
     Written as cores/0 … cores/N-1 (r_{n-1} × I_n × r_n, r_0 = r_N = 1), TensorLy's layout.
     """
-    common = _common(force=force, quiet=quiet, debug=debug, threads=threads,
-                     max_memory=max_memory, seed=seed, report=report, json_=json_)  # fmt: skip
-    with guarded("tt", debug):
+    with guarded("tt", common.debug):
         from rankwise.core import tt as core
 
         if tol is None and max_rank is None:
