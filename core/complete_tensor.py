@@ -217,6 +217,13 @@ def cp_complete(x, rank: int, *, reg: float | None = None, tol: float = 1e-9,
     r = int(rank)
     nd = len(shape)
     warnings: list[str] = []
+    from .cp import max_rank
+
+    bound = max_rank(shape)
+    if r > bound:  # every tensor of this shape has CP rank ≤ ∏I/max I_n
+        warnings.append(f"rank {r} exceeds the largest CP rank of shape {shape} "
+                        f"(∏I/max I_n = {bound}); clamped to {bound}")  # fmt: skip
+        r = bound
     if any(prob.empty):
         warnings.append(f"slices with no training entry per mode: {prob.empty}; their factor "
                         "rows are zero (the model predicts 0 there)")  # fmt: skip

@@ -110,6 +110,12 @@ def _local(a, k, seed):
     return local_pod(a, RankRule("rank", k), clusters=2, rng=seed, n_init=2)
 
 
+def _complete(method, **kw):
+    from rankwise.core.complete import complete
+
+    return lambda a, k, seed: complete(a, k, method=method, rng=seed, max_iter=30, **kw)
+
+
 def _weights_file(a):
     return np.random.default_rng(1).uniform(0.5, 1.5, a.shape)
 
@@ -142,6 +148,14 @@ ALGORITHMS = [
     Algorithm("tucker", ["tucker"], _tucker, False, order=3, rank_option="--ranks",
               bad_orders=(1, 2)),
     Algorithm("tt", ["tt"], _tt, False, order=3, rank_option="--max-rank", bad_orders=(1,)),
+    Algorithm("complete-softimpute", ["complete", "--method", "softimpute"],
+              _complete("softimpute"), True, nan_missing=True),
+    Algorithm("complete-altmin-cg", ["complete", "--method", "altmin", "--solver", "cg"],
+              _complete("altmin", solver="cg"), True, nan_missing=True),
+    # the first CP run starts from the (deterministic) spectral start: without a hold-out split
+    # or restarts no random step is left (tests/core/test_complete.py checks the split's seed)
+    Algorithm("complete-cp", ["complete", "--method", "cp"], _complete("cp"), False,
+              nan_missing=True, order=3, bad_orders=(1, 2)),
     Algorithm("rob-pod-svd", ["rob", "pod", "--method", "svd"], _pod("svd"), False),
     Algorithm("rob-pod-snapshots", ["rob", "pod", "--method", "snapshots"], _pod("snapshots"),
               False),
