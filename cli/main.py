@@ -43,6 +43,7 @@ def _register() -> None:
     from .complete import complete
     from .info import info
     from .matrix import cur, kpsvd, nmf
+    from .plot import plot
     from .results import error, reconstruct, report
     from .rob import app as rob_app
     from .svd import svd
@@ -61,6 +62,7 @@ def _register() -> None:
     app.command("reconstruct")(reconstruct)
     app.command("error")(error)
     app.command("report")(report)
+    app.command("plot")(plot)
 
 
 _register()

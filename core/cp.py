@@ -1092,7 +1092,8 @@ def factor_match(factors_a, factors_b) -> float:
             raise ParameterError(f"factor_match needs equal mode sizes ({a.shape} vs {b.shape})")
         c *= np.abs(_unit_columns(a).T @ _unit_columns(b))
     rows, cols = linear_sum_assignment(c, maximize=True)
-    return float(np.sum(c[rows, cols]) / max(ra, rb))
+    # |cos| of unit columns can round above 1: the score is documented in [0, 1]
+    return float(min(1.0, np.sum(c[rows, cols]) / max(ra, rb)))
 
 
 # --- driver ---------------------------------------------------------------------------------

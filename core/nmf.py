@@ -1174,7 +1174,7 @@ def factor_match(w_a, w_b) -> float:
     b = b / np.where(nb > 0, nb, 1.0)
     c = a.T @ b
     rows, cols = linear_sum_assignment(c, maximize=True)
-    return float(np.mean(c[rows, cols]))
+    return float(min(1.0, np.mean(c[rows, cols])))  # cosines can round above 1
 
 
 # --- drivers ------------------------------------------------------------------------------------
