@@ -42,3 +42,17 @@ def test_makefile_pipeline_runs_and_stops_on_a_failed_check(tmp_path):
     assert (tmp_path / "strict" / "svd.h5").exists()
     assert not (tmp_path / "strict" / "svd.checked").exists()
     assert not (tmp_path / "strict" / "summary.txt").exists()
+
+
+def test_the_readme_python_api_example_runs():
+    readme = (REPO / "README.md").read_text(encoding="utf-8")
+    section = readme[readme.index("## Python API") :]
+    code = section[
+        section.index("```python\n") + 10 : section.index("```", section.index("```python") + 9)
+    ]
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=300, cwd=REPO)  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.split() == ["8", "True", "['factors/0',", "'factors/1',", "'factors/2',",
+                                   "'weights']", "[3,", "3,", "3]", "[1,", "3,", "3,", "1]",
+                                   "True", "8", "8"]  # fmt: skip
