@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from enum import StrEnum
 from pathlib import Path
 from typing import Annotated
 
@@ -55,6 +56,21 @@ InputURI = Annotated[
 ]
 
 
+class Locking(StrEnum):
+    auto = "auto"
+    on = "on"
+    off = "off"
+
+
+Hdf5Locking = Annotated[
+    Locking,
+    typer.Option(
+        "--hdf5-locking",
+        help="HDF5 file locking: auto locks where the file system supports it, on always, "
+        "off never (NFS/Lustre without working locks).",
+    ),
+]  # fmt: skip
+
 # The options every compute command takes (DESIGN.md §3), in the order --help lists them.
 COMMON_OPTIONS = {
     "force": (Force, False),
@@ -65,6 +81,7 @@ COMMON_OPTIONS = {
     "seed": (Seed, 0),
     "report": (ReportPath, None),
     "json_": (Json, False),
+    "hdf5_locking": (Hdf5Locking, Locking.auto),
 }
 
 
@@ -89,6 +106,7 @@ def with_common(fn):
 
         values = {name: kwargs.pop(name, default) for name, (_, default) in COMMON_OPTIONS.items()}
         values["json"] = values.pop("json_")
+        values["hdf5_locking"] = str(values["hdf5_locking"])  # a StrEnum: its value
         return fn(*args, common=Common(**values), **kwargs)
 
     command.__signature__ = sig.replace(parameters=own + extra)

@@ -39,6 +39,7 @@ class Common:
     seed: int = 0
     report: Path | None = None
     json: bool = False
+    hdf5_locking: str = "auto"
 
 
 def _now() -> str:
@@ -74,6 +75,9 @@ class Run:
         self.common = common
         self.timer = Timer()
         self.started = _now()
+        from rankwise.formats import hdf5
+
+        hdf5.set_locking(common.hdf5_locking)
         self.threads, self.threads_source = resolve_threads(common.threads)
         cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None
         if cpus and self.threads > cpus:
@@ -275,6 +279,7 @@ class Run:
                     "threads": self.threads,
                     "max_memory_bytes": self.budget,
                     "force": self.common.force,
+                    "hdf5_locking": self.common.hdf5_locking,
                 },
                 method={
                     "requested": requested,

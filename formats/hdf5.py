@@ -46,6 +46,32 @@ def _h5py() -> Any:
     return h5py
 
 
+# --hdf5-locking: "auto" locks where the file system can (no failure without flock: NFS,
+# Lustre), "on" always (a failure to lock is an error), "off" never.
+LOCKING = {"auto": "best-effort", "on": True, "off": False}
+_locking = "auto"
+
+
+def set_locking(mode: str) -> None:
+    """HDF5 file locking for every open and write of this process: auto, on or off."""
+    global _locking
+    if mode not in LOCKING:
+        raise UsageError(f"unknown HDF5 locking mode {mode!r}; choose from {', '.join(LOCKING)}")
+    _locking = mode
+    if mode != "auto":  # the library's environment variable overrides the file-access setting
+        os.environ["HDF5_USE_FILE_LOCKING"] = "TRUE" if mode == "on" else "FALSE"
+
+
+def _is_lock_error(exc: OSError) -> bool:
+    return "unable to lock file" in str(exc)
+
+
+def _lock_error(path, exc: OSError) -> StorageError:
+    return StorageError(f"{path}: locked by another process (HDF5 file locking: "
+                        f"{one_line(exc)}); rerun when the writer is done, or with "
+                        "--hdf5-locking off if the file system's locks are unreliable")  # fmt: skip
+
+
 def open_file(path: Path) -> Any:
     """Open an input read-only; permission problems are 'unreadable input', others bad data."""
     h5py = _h5py()
@@ -59,9 +85,10 @@ def open_file(path: Path) -> Any:
     except OSError as exc:
         raise StorageError(f"{path}: cannot be opened ({exc.strerror or one_line(exc)})") from exc
     try:
-        # best-effort locking: no failure on file systems without flock (NFS, Lustre).
-        return h5py.File(path, "r", locking="best-effort")
+        return h5py.File(path, "r", locking=LOCKING[_locking])
     except OSError as exc:
+        if _is_lock_error(exc):
+            raise _lock_error(path, exc) from exc
         raise DataError(f"{path}: not a valid HDF5 file ({one_line(exc)})") from exc
 
 
@@ -652,7 +679,7 @@ def write_arrays(
 ) -> None:
     h5py = _h5py()
     # mode "x": the staging path is new; a final path is never opened for writing.
-    with h5py.File(staging, "x") as f:
+    with h5py.File(staging, "x", locking=LOCKING[_locking]) as f:
         for name, arr in arrays.items():
             _write_one(f, name, arr)
             checkpoint()
