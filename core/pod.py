@@ -719,34 +719,27 @@ def _svd_path(data: _Data, ip: InnerProduct, rule: RankRule, warnings: list):
     n, m = data.shape
     a = data.dense()
     r = min(n, m)
+
+    def select(sv):  # the rank is known before U is formed
+        spec = Spectrum(s=sv, total_sq=0.0, max_rank=r, complete=True)
+        return _rank_of(spec, rule, [])
+
+    def svd_of(b):
+        if n >= TALL_RATIO * m:
+            return tall_svd(b, select=select)
+        u, s, vt, how = thin_svd(b)
+        return u, s, vt, f"LAPACK {how}"
+
     if ip.kind in ("euclidean", "diagonal"):
         aw = a if ip.kind == "euclidean" else a * ip.sqrt_w[:, None].astype(a.dtype)
-
-        def select(sv):
-            spec = Spectrum(s=sv, total_sq=0.0, max_rank=r, complete=True)
-            return _rank_of(spec, rule, [])
-
-        if n >= TALL_RATIO * m:
-            u, s, vt, how = tall_svd(aw, select=select)
-        else:
-            u, s, vt, how = thin_svd(aw)
-            how = f"LAPACK {how}"
+        u, s, vt, how = svd_of(aw)
         if ip.kind == "diagonal":
             u = u / ip.sqrt_w[:, None].astype(u.dtype)
         details = {"svd": how}
     else:
         f = ip.ldl()
         af = f.ft(np.asarray(a, dtype=np.float64)).astype(a.dtype, copy=False)
-
-        def select(sv):
-            spec = Spectrum(s=sv, total_sq=0.0, max_rank=r, complete=True)
-            return _rank_of(spec, rule, [])
-
-        if n >= TALL_RATIO * m:
-            u, s, vt, how = tall_svd(af, select=select)
-        else:
-            u, s, vt, how = thin_svd(af)
-            how = f"LAPACK {how}"
+        u, s, vt, how = svd_of(af)
         u = f.f_inv_t(u).astype(a.dtype, copy=False)
         details = {"svd": f"sparse LDLᵀ M = F Fᵀ (nnz(L) = {f.nnz}), SVD of Fᵀ A by {how}"}
     s64 = np.asarray(s, dtype=np.float64)
