@@ -50,6 +50,7 @@ float64 error is at most ``T·eps·(|x| + Σ|terms|)``, whose norm is at most
 from __future__ import annotations
 
 import math
+from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 
@@ -219,8 +220,9 @@ def _dims(a: np.ndarray) -> str:
     return "×".join(map(str, a.shape)) or "scalar"
 
 
-class _Model:
-    """A result as a function of per-mode index arrays (every mode kept)."""
+class _Model(ABC):
+    """A result as a function of per-mode index arrays (every mode kept); each result kind
+    implements the contraction hooks."""
 
     kind: str
     method: str  # short name of the contraction (the report's method.used)
@@ -240,21 +242,21 @@ class _Model:
     def n_parameters(self) -> int:
         return int(sum(a.size for a in self.used.values()))
 
+    @abstractmethod
     def take(self, idx: Sequence[np.ndarray], dt: np.dtype, out: np.ndarray) -> None:
         """Write the block ``X[np.ix_(*idx)]`` into ``out`` (C-contiguous, dtype ``dt``)."""
-        raise NotImplementedError
 
+    @abstractmethod
     def work_bytes(self, lens: Sequence[int], itemsize: int) -> int:
         """Temporaries of one :meth:`take` with these selection lengths (not the output)."""
-        raise NotImplementedError
 
+    @abstractmethod
     def abs_norm(self) -> float:
         """An upper bound of ‖Σ|terms|‖_F, for the rounding bound of the residual."""
-        raise NotImplementedError
 
+    @abstractmethod
     def terms(self) -> int:
         """Products summed (and accumulated) per entry, for the rounding bound."""
-        raise NotImplementedError
 
     def at(self, indices: Sequence[np.ndarray], dt: np.dtype) -> np.ndarray:
         """Model values at entries ``(indices[0][e], indices[1][e], …)``."""
