@@ -64,6 +64,15 @@ ConnectTimeoutOption = Annotated[
 ]  # fmt: skip
 
 
+ENGINE_OPTIONS = {
+    "engine": (EngineOption, Engine.local),
+    "scheduler": (SchedulerOption, None),
+    "scheduler_file": (SchedulerFileOption, None),
+    "workers": (WorkersOption, None),
+    "connect_timeout": (ConnectTimeoutOption, DEFAULT_CONNECT_TIMEOUT),
+}
+
+
 @dataclass(frozen=True)
 class EngineOptions:
     engine: Engine = Engine.local
@@ -85,6 +94,18 @@ class EngineOptions:
         if self.workers is not None and (self.scheduler or self.scheduler_file):
             raise CliUsageError("--workers sizes a local cluster; a running scheduler has its "
                                 "own workers")  # fmt: skip
+
+
+def _engine_options(values: dict) -> EngineOptions:
+    return EngineOptions(**values)
+
+
+def with_engine(fn):
+    """Give a command the engine options as one ``eng`` (EngineOptions) argument; the command
+    calls ``eng.check()`` inside its error guard."""
+    from .options import appended_options
+
+    return appended_options(ENGINE_OPTIONS, "eng", _engine_options)(fn)
 
 
 def _quiet_dask(debug: bool) -> None:

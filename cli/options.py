@@ -85,30 +85,39 @@ COMMON_OPTIONS = {
 }
 
 
-def with_common(fn):
-    """Give a command the shared options: they are appended to its Typer signature and handed
-    to it as one ``common`` (a :class:`rankwise.cli.run.Common`) keyword argument."""
+def appended_options(options: dict, name: str, build):
+    """A decorator appending ``options`` ({parameter: (annotation, default)}) to a command's
+    Typer signature and handing their values to it as one keyword argument ``name``, made by
+    ``build(values)``."""
     import functools
     import inspect
 
-    sig = inspect.signature(fn, eval_str=True)
-    own = [p for name, p in sig.parameters.items() if name != "common"]
-    extra = [
-        inspect.Parameter(
-            name, inspect.Parameter.POSITIONAL_OR_KEYWORD, default=default, annotation=annotation
-        )  # fmt: skip
-        for name, (annotation, default) in COMMON_OPTIONS.items()
-    ]
+    def decorate(fn):
+        sig = inspect.signature(fn, eval_str=True)
+        own = [p for n, p in sig.parameters.items() if n != name]
+        extra = [inspect.Parameter(n, inspect.Parameter.POSITIONAL_OR_KEYWORD, default=default,
+                                   annotation=annotation)
+                 for n, (annotation, default) in options.items()]  # fmt: skip
 
-    @functools.wraps(fn)
-    def command(*args, **kwargs):
-        from .run import Common
+        @functools.wraps(fn)
+        def command(*args, **kwargs):
+            values = {n: kwargs.pop(n, default) for n, (_, default) in options.items()}
+            return fn(*args, **{name: build(values)}, **kwargs)
 
-        values = {name: kwargs.pop(name, default) for name, (_, default) in COMMON_OPTIONS.items()}
-        values["json"] = values.pop("json_")
-        values["hdf5_locking"] = str(values["hdf5_locking"])  # a StrEnum: its value
-        return fn(*args, common=Common(**values), **kwargs)
+        command.__signature__ = sig.replace(parameters=own + extra)
+        command.__annotations__ = {p.name: p.annotation for p in own + extra}
+        return command
 
-    command.__signature__ = sig.replace(parameters=own + extra)
-    command.__annotations__ = {p.name: p.annotation for p in own + extra}
-    return command
+    return decorate
+
+
+def _common(values: dict):
+    from .run import Common
+
+    values["json"] = values.pop("json_")
+    values["hdf5_locking"] = str(values["hdf5_locking"])  # a StrEnum: its value
+    return Common(**values)
+
+
+# Give a command the shared options as one ``common`` (a rankwise.cli.run.Common) argument.
+with_common = appended_options(COMMON_OPTIONS, "common", _common)

@@ -9,15 +9,7 @@ from typing import Annotated
 import typer
 
 from . import options as opt
-from .engine import (
-    ConnectTimeoutOption,
-    Engine,
-    EngineOption,
-    EngineOptions,
-    SchedulerFileOption,
-    SchedulerOption,
-    WorkersOption,
-)
+from .engine import Engine, EngineOptions, with_engine
 from .errors import CheckFailed, CliUsageError
 from .run import Common, Run, guarded
 
@@ -209,6 +201,7 @@ def _pod_summary(res, what: str) -> str:
 
 @app.command("pod")
 @opt.with_common
+@with_engine
 def pod(
     uri: opt.InputURI,
     output: opt.Output,
@@ -248,11 +241,7 @@ def pod(
             show_default=False,
         ),
     ] = None,  # fmt: skip
-    engine: EngineOption = Engine.local,
-    scheduler: SchedulerOption = None,
-    scheduler_file: SchedulerFileOption = None,
-    workers: WorkersOption = None,
-    connect_timeout: ConnectTimeoutOption = 10.0,
+    eng: EngineOptions = None,  # the engine options, from @with_engine
     common: Common = None,  # the shared options, from @opt.with_common
 ) -> None:
     """POD basis of a snapshot matrix: basis (dofs × N), singular_values (and mean)."""
@@ -265,9 +254,8 @@ def pod(
         from .svd import STREAMABLE_FORMATS
 
         rule = _rule(criterion, tol, rank)
-        eng = EngineOptions(engine, scheduler, scheduler_file, workers, connect_timeout)
         eng.check()
-        if engine == Engine.dask:
+        if eng.engine == Engine.dask:
             local_only = {"--mass": mass is not None,
                           "--streaming/--in-memory": streaming is not None,
                           "--snapshots rows": snapshots == Layout.rows,
@@ -286,7 +274,7 @@ def pod(
                       "center": center, "mass": m_info, "weights": w_info,
                       "snapshots": snapshots.value, "oversample": oversample,
                       "power_iters": power_iters, "streaming": bool(streaming)}  # fmt: skip
-        if engine == Engine.dask:
+        if eng.engine == Engine.dask:
             from rankwise.core import distributed
 
             from .engine import run_on_dask
@@ -565,6 +553,7 @@ def local(
 
 @app.command("project")
 @opt.with_common
+@with_engine
 def project(
     basis: Annotated[
         Path,
@@ -594,20 +583,15 @@ def project(
     mass: Mass = None,
     weights: Weights = None,
     snapshots: Snapshots = Layout.columns,
-    engine: EngineOption = Engine.local,
-    scheduler: SchedulerOption = None,
-    scheduler_file: SchedulerFileOption = None,
-    workers: WorkersOption = None,
-    connect_timeout: ConnectTimeoutOption = 10.0,
+    eng: EngineOptions = None,  # the engine options, from @with_engine
     common: Common = None,  # the shared options, from @opt.with_common
 ) -> None:
     """Projection errors of snapshots on a basis (local bases: nearest medoid, and the best)."""
     with guarded("rob project", common.debug):
-        eng = EngineOptions(engine, scheduler, scheduler_file, workers, connect_timeout)
         eng.check()
         run = Run("rob project", common)
         arrays, attrs, is_local = _read_basis(run, basis, local_ok=True)
-        on_dask = engine == Engine.dask
+        on_dask = eng.engine == Engine.dask
         if on_dask and (is_local or mass is not None or snapshots == Layout.rows):
             raise CliUsageError("--engine dask projects on one basis with the Euclidean or "
                                 "--weights inner product, dofs × snapshots; local bases, "

@@ -8,15 +8,7 @@ from typing import Annotated
 import typer
 
 from . import options as opt
-from .engine import (
-    ConnectTimeoutOption,
-    Engine,
-    EngineOption,
-    EngineOptions,
-    SchedulerFileOption,
-    SchedulerOption,
-    WorkersOption,
-)
+from .engine import Engine, EngineOptions, with_engine
 from .errors import CliUsageError
 from .run import Common, Run, guarded
 
@@ -48,6 +40,7 @@ def rank_rule(rank, tol, energy, rel_sv, *, extra: str | None = None):
 
 
 @opt.with_common
+@with_engine
 def svd(
     uri: opt.InputURI,
     output: opt.Output,
@@ -153,19 +146,14 @@ def svd(
             "--max-iter", min=0, help="--weights: most sweeps [default: 500].", show_default=False
         ),
     ] = None,
-    engine: EngineOption = Engine.local,
-    scheduler: SchedulerOption = None,
-    scheduler_file: SchedulerFileOption = None,
-    workers: WorkersOption = None,
-    connect_timeout: ConnectTimeoutOption = 10.0,
+    eng: EngineOptions = None,  # the engine options, from @with_engine
     common: Common = None,  # the shared options, from @opt.with_common
 ) -> None:
     """Truncated SVD / PCA: A ≈ U·diag(S)·Vt, written as U, S, Vt (and mean with --center)."""
     with guarded("svd", common.debug):
         rule = rank_rule(rank, tol, energy, rel_sv)
-        eng = EngineOptions(engine, scheduler, scheduler_file, workers, connect_timeout)
         eng.check()
-        if engine == Engine.dask:
+        if eng.engine == Engine.dask:
             others = {"--center": center, "--weights": weights, "--row-weights": row_weights,
                       "--col-weights": col_weights, "--block-size": block_size,
                       "--spectral-iters": spectral_iters, "--iter-tol": iter_tol,
