@@ -62,7 +62,7 @@ def test_sparse_input_altmin_cg_and_same_entries_same_fingerprint(cli, tmp_path)
     a, b = load_report(tmp_path / "a.report.json"), load_report(tmp_path / "b.report.json")
     assert a["input"]["fingerprint"] == b["input"]["fingerprint"]
     assert a["input"]["sparse"] and a["input"]["nnz"] == int(mask.sum())
-    assert a["metrics"]["test"]["relative_error"] <= 1e-4
+    assert a["metrics"]["test"]["relative_error"] <= 1e-4  # the recovery level
     assert a["parameters"]["solver"] == "cg" and b["parameters"]["solver"] is None
 
 
@@ -75,6 +75,7 @@ def test_cp_completion_of_a_sparse_tensor(cli, tmp_path):
     arrays, _ = read_result(tmp_path / "t.zarr")
     f = [arrays[f"factors/{i}"] for i in range(3)]
     model = np.einsum("r,ir,jr,kr->ijk", arrays["weights"], *f)
+    # 40% of 5760 entries for 108 parameters: far above the threshold; the 1e-3
     assert np.linalg.norm(model - t) / np.linalg.norm(t) <= 1e-3
     rep = load_report(tmp_path / "t.report.json")
     assert rep["parameters"]["method"] == "cp" and rep["parameters"]["n_init"] == 2
