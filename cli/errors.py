@@ -34,6 +34,11 @@ class CliUsageError(Exception):
     """A usage error found by the CLI itself (option combinations, sizes)."""
 
 
+class Interrupted(Exception):
+    """A signal or --time-limit stopped an iterative command (exit 75): its checkpoint, if
+    any, is written; rerunning with --resume continues."""
+
+
 class Terminated(BaseException):
     """Raised from the SIGTERM handler so that cleanup code runs as for Ctrl-C."""
 
@@ -46,6 +51,7 @@ def exit_code_for(exc: BaseException) -> ExitCode:
         (CliUsageError, ExitCode.USAGE),
         (EngineUnavailable, ExitCode.UNAVAILABLE),
         (CheckFailed, ExitCode.CHECK_FAILED),
+        (Interrupted, ExitCode.CHECKPOINTED),
         (fmt_errors.UsageError, ExitCode.USAGE),
         (core_errors.ParameterError, ExitCode.USAGE),
         (fmt_errors.InputMissingError, ExitCode.NO_INPUT),
@@ -76,8 +82,9 @@ def report_error(command: str, exc: BaseException, *, debug: bool) -> ExitCode:
         msg = "interrupted; no output was written"
     elif code == ExitCode.TERMINATED:
         msg = "terminated; no output was written"
-    elif code == ExitCode.CHECK_FAILED:
-        sys.stderr.write(f"rankwise {command}: check failed: {one_line(str(exc))}\n")
+    elif code in (ExitCode.CHECK_FAILED, ExitCode.CHECKPOINTED):
+        what = "check failed" if code == ExitCode.CHECK_FAILED else "interrupted"
+        sys.stderr.write(f"rankwise {command}: {what}: {one_line(str(exc))}\n")
         sys.stderr.flush()
         return code
     elif code == ExitCode.INTERNAL:

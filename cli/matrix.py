@@ -7,7 +7,9 @@ from typing import Annotated
 
 import typer
 
+from . import checkpoint as checkpoints
 from . import options as opt
+from .checkpoint import CheckpointOptions, with_checkpoint
 from .errors import CliUsageError
 from .run import Common, Run, guarded
 from .svd import RULE_OPTIONS, rank_rule
@@ -70,6 +72,7 @@ def _penalty(name: str):
 
 
 @opt.with_common
+@with_checkpoint
 def nmf(
     uri: opt.InputURI,
     output: opt.Output,
@@ -103,6 +106,7 @@ def nmf(
         int, typer.Option("--n-init", min=1, help="Restarts; the lowest objective is kept.")
     ] = 1,
     common: Common = None,  # the shared options, from @opt.with_common
+    checkpointing: CheckpointOptions = None,  # from @with_checkpoint
 ) -> None:
     """Nonnegative matrix factorization A ≈ W·H (W, H ≥ 0), or semi-NMF with --semi.
 
@@ -125,7 +129,7 @@ def nmf(
         run = Run("nmf", common)
         _nmf(run, uri, output, rank=rank, semi=semi, solver=solver.value, loss=loss.value,
              init=init.value, l1_w=l1_w, l1_h=l1_h, l2_w=l2_w, l2_h=l2_h, tol=tol,
-             max_iter=max_iter, n_init=n_init)  # fmt: skip
+             max_iter=max_iter, n_init=n_init, checkpointing=checkpointing)  # fmt: skip
 
 
 def _progress(run: Run, what: str):
@@ -144,7 +148,7 @@ def _progress(run: Run, what: str):
 
 
 def _nmf(run: Run, uri, output, *, rank, semi, solver, loss, init, l1_w, l1_h, l2_w, l2_h, tol,
-         max_iter, n_init):  # fmt: skip
+         max_iter, n_init, checkpointing):  # fmt: skip
     import numpy as np
 
     from rankwise.core import nmf as core
@@ -160,18 +164,24 @@ def _nmf(run: Run, uri, output, *, rank, semi, solver, loss, init, l1_w, l1_h, l
     run.prepare_outputs(output)
     # NaN = missing for NMF (masked fit); semi-NMF has no masked variant
     data = run.load(handle, method="semi-NMF" if semi else "nmf", allow_nan=not semi)
+    bound = {"rank": rank, "semi": semi, "solver": solver, "loss": loss, "init": init,
+             "l1_w": l1_w, "l1_h": l1_h, "l2_w": l2_w, "l2_h": l2_h, "tol": tol,
+             "max_iter": max_iter, "n_init": n_init}  # fmt: skip
+    ck = checkpoints.start(run, checkpointing, data=data, parameters=bound)
     rng = np.random.default_rng(run.common.seed)
     what = "semi-NMF" if semi else "NMF"
+    callback = ck.callback(_progress(run, what))
     with run.compute(what):
         if semi:
             res = core.semi_nmf(data, rank, init="svd" if init == "auto" else init, tol=tol,
-                                max_iter=max_iter, n_init=n_init, rng=rng,
-                                callback=_progress(run, what), max_memory=run.budget)  # fmt: skip
+                                max_iter=max_iter, n_init=n_init, rng=rng, callback=callback,
+                                max_memory=run.budget, resume=ck.state)  # fmt: skip
         else:
             res = core.nmf(data, rank, solver=solver, loss=loss, init=init, l1_w=l1_w,
                            l1_h=l1_h, l2_w=l2_w, l2_h=l2_h, tol=tol, max_iter=max_iter,
-                           n_init=n_init, rng=rng, callback=_progress(run, what),
-                           max_memory=run.budget)  # fmt: skip
+                           n_init=n_init, rng=rng, callback=callback, max_memory=run.budget,
+                           resume=ck.state)  # fmt: skip
+    ck.solved()
     d = res.details
     parameters = {
         "rank": rank,
@@ -194,9 +204,10 @@ def _nmf(run: Run, uri, output, *, rank, semi, solver, loss, init, l1_w, l1_h, l
     if not res.converged:
         summary += f" (not converged: {res.stop_reason})"
     run.commit(res, handle=handle, data=data, requested=solver if not semi else "semi-nmf",
-               parameters=parameters, summary=summary,
+               parameters=parameters, summary=summary, fingerprint=ck.fingerprint,
                attrs={"rank": int(res.rank["value"]), "method": res.method,
                       "semi": bool(semi)})  # fmt: skip
+    ck.done()
 
 
 @opt.with_common

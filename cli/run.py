@@ -86,6 +86,7 @@ class Run:
         self.inputs: list[Path] = []
         self.missing = 0  # NaN entries of the input (missing values where a method allows)
         self.engine: dict = {"name": "local"}  # the report's engine section
+        self.sections: dict = {}  # optional report sections (e.g. checkpoint)
         self.output: Path | None = None
         self.report_path: Path | None = None
         self._console = None
@@ -106,6 +107,9 @@ class Run:
             else nullcontext()
         )
         with self.timer.stage(name), ctx as status:
+            from rankwise.formats.atomic import pause_point
+
+            pause_point(name)  # test-only: RANKWISE_TEST_PAUSE_AT=read|compute|write
             self._status = status
             try:
                 yield
@@ -139,9 +143,10 @@ class Run:
             if self.report_path is None:
                 return
         else:
-            self.output = formats.check_output(output, force=self.common.force,
-                                               inputs=self.inputs)  # fmt: skip
             self.report_path = Path(self.common.report or default_report_path(Path(output)))
+            self.output = formats.check_output(output, force=self.common.force,
+                                               inputs=self.inputs,
+                                               report=self.report_path)  # fmt: skip
         if self.report_path.suffix.lower() != ".json":
             from .errors import CliUsageError
 
@@ -295,6 +300,7 @@ class Run:
                 warnings=list(res.warnings),
                 memory={"estimate_bytes": int(res.details.get("estimate_bytes", 0))},
                 engine=self.engine,
+                **self.sections,
             )
             where = [f"→ {self.output}"] if self.output is not None else []
             where += [f"report {self.report_path}"] if self.report_path is not None else []

@@ -94,6 +94,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from . import randomized
+from .checkpoint import Checkpointable
 from .errors import BudgetError, DataError, ParameterError
 from .errors import human_bytes as _human
 from .linalg import eps as _eps
@@ -658,8 +659,9 @@ class _GramFit:
         return max(f, 0.0)
 
 
-class _HALS:
+class _HALS(Checkpointable):
     name = "hals"
+    STATE = ("w", "ht", "hht", "aht", "passes_done", "gram_fit.explicit")
 
     def __init__(self, d: _Data, w, ht, reg: Regularisation, floor: float):
         self.d, self.reg, self.floor = d, reg, floor
@@ -725,10 +727,11 @@ def _report(d: _Data, fit: float, reg, w, ht):
     return fit, extras
 
 
-class _MaskedHALS:
+class _MaskedHALS(Checkpointable):
     """HALS on the observed entries with an explicit masked residual (see module docstring)."""
 
     name = "hals"
+    STATE = ("w", "ht", "e")
 
     def __init__(self, d: _Data, w, ht, reg: Regularisation, floor: float):
         self.d, self.reg, self.floor = d, reg, floor
@@ -797,8 +800,14 @@ def _tiny(dtype) -> float:
     return float(np.finfo(dtype).tiny)
 
 
-class _MUFrobenius:
+class _MUFrobenius(Checkpointable):
     name = "mu"
+
+    @property
+    def STATE(self):  # noqa: N802 - the Checkpointable attribute, per variant
+        if self.d.masked:
+            return ("w", "ht", "wh")
+        return ("w", "ht", "hht", "aht", "gram_fit.explicit")
 
     def __init__(self, d: _Data, w, ht, reg: Regularisation, floor: float):
         self.d, self.reg = d, reg
@@ -868,10 +877,15 @@ class _MUFrobenius:
         return {"explicit_residual_sweeps": self.gram_fit.explicit}
 
 
-class _MUKL:
+class _MUKL(Checkpointable):
     """Lee–Seung multiplicative updates for the generalised KL divergence."""
 
     name = "mu"
+    STATE = ("w", "ht")
+
+    def restore(self, state: dict) -> None:
+        super().restore(state)
+        self._ratio()  # a function of W and H alone: recomputed to the same bytes
 
     def __init__(self, d: _Data, w, ht, reg: Regularisation, floor: float):
         self.d, self.reg = d, reg
@@ -969,11 +983,12 @@ class _MUKL:
 # --- semi-NMF -------------------------------------------------------------------------------
 
 
-class _Semi:
+class _Semi(Checkpointable):
     """Ding, Li & Jordan (2010): F = X G (GᵀG)⁻¹ by least squares, then
     G ← G ⊙ √(((XᵀF)⁺ + G(FᵀF)⁻) / ((XᵀF)⁻ + G(FᵀF)⁺))."""
 
     name = "semi-nmf"
+    STATE = ("w", "ht", "a", "rank_deficient", "gram_fit.explicit")
 
     def __init__(self, d: _Data, ht):
         self.d = d
@@ -1271,7 +1286,7 @@ def _zero_result(shape, dtype, rank, k, method, reason, warnings, details, loss)
 def nmf(a, rank: int, *, solver: str = "auto", loss: str = "frobenius", init: str = "auto",
         l1_w: float = 0.0, l1_h: float = 0.0, l2_w: float = 0.0, l2_h: float = 0.0,
         tol: float = 1e-4, max_iter: int = 200, n_init: int = 1, rng=None, callback=None,
-        max_memory: int | None = None) -> Result:  # fmt: skip
+        max_memory: int | None = None, resume: dict | None = None) -> Result:  # fmt: skip
     """Nonnegative matrix factorisation ``X ≈ W H`` (see the module docstring).
 
     ``a``: dense array (NaN marks a missing entry: masked NMF over the observed entries) or a
@@ -1280,6 +1295,8 @@ def nmf(a, rank: int, *, solver: str = "auto", loss: str = "frobenius", init: st
     ``nndsvdar``, ``random`` or ``auto`` (``nndsvda``, as scikit-learn). ``tol``: relative
     decrease of the objective per sweep at which to stop. ``callback(event)`` sees every
     sweep (``event.extras["restart"]`` says which restart); returning True stops.
+    ``resume``: an ``event.state()`` of an earlier run with the same data and parameters,
+    continued from there to the same bytes.
 
     Returns a :class:`Result` with ``arrays = {"W": m×k, "H": k×n}``.
     """
@@ -1356,14 +1373,15 @@ def nmf(a, rank: int, *, solver: str = "auto", loss: str = "frobenius", init: st
     ctx, details["blas_threads"] = _blas_threads(d, k)
     with ctx:
         runs = run_restarts(make, n_init=int(n_init), tol=float(tol), max_iter=int(max_iter),
-                            callback=callback, factors=lambda s: (s.w, s.ht))  # fmt: skip
+                            callback=callback, factors=lambda s: (s.w, s.ht), rng=rng,
+                            resume=resume)  # fmt: skip
         return _finish_result(runs, d, k, int(rank), scale, loss, reg_user, reg, False, used,
                               reason, warnings, details)  # fmt: skip
 
 
 def semi_nmf(a, rank: int, *, init: str = "svd", tol: float = 1e-4, max_iter: int = 200,
-             n_init: int = 1, rng=None, callback=None,
-             max_memory: int | None = None) -> Result:  # fmt: skip
+             n_init: int = 1, rng=None, callback=None, max_memory: int | None = None,
+             resume: dict | None = None) -> Result:  # fmt: skip
     """Semi-NMF (Ding, Li & Jordan 2010): ``X ≈ F Gᵀ`` with ``G ≥ 0`` and ``F`` free, for
     mixed-sign data. Returned as ``W = F`` (m×k, free sign) and ``H = Gᵀ`` (k×n, ≥ 0).
 
@@ -1411,7 +1429,8 @@ def semi_nmf(a, rank: int, *, init: str = "svd", tol: float = 1e-4, max_iter: in
     ctx, details["blas_threads"] = _blas_threads(d, k)
     with ctx:
         runs = run_restarts(make, n_init=int(n_init), tol=float(tol), max_iter=int(max_iter),
-                            callback=callback, factors=lambda s: (s.w, s.ht))  # fmt: skip
+                            callback=callback, factors=lambda s: (s.w, s.ht), rng=rng,
+                            resume=resume)  # fmt: skip
         return _finish_result(runs, d, k, int(rank), scale, "frobenius", Regularisation(),
                               Regularisation(), True, "semi-nmf", reason, warnings,
                               details)  # fmt: skip

@@ -11,13 +11,16 @@ import typer
 from helpers import REPO
 
 from rankwise.cli.main import app
+from rankwise.cli.checkpoint import CHECKPOINT_OPTIONS
 from rankwise.cli.options import COMMON_OPTIONS
 
 README = (REPO / "README.md").read_text(encoding="utf-8")
-# documented once for all commands: "Options every compute command takes" and the Dask section
+# documented once for all commands: "Options every compute command takes", the Dask section
+# and "Checkpoint and resume"
 SHARED = {"--help", "-h", "--output", "-o", "-q", "--engine", "--scheduler",
           "--scheduler-file", "--workers", "--connect-timeout",
-          *("--" + n.rstrip("_").replace("_", "-") for n in COMMON_OPTIONS)}  # fmt: skip
+          *("--" + n.rstrip("_").replace("_", "-") for n in (*COMMON_OPTIONS,
+                                                              *CHECKPOINT_OPTIONS))}  # fmt: skip
 
 
 def _commands(group, prefix=()):

@@ -1,0 +1,189 @@
+"""Checkpoint and resume through the installed CLI (issue 9).
+
+A signal is delivered by the process to itself at an exact moment (the RANKWISE_TEST_SIGNAL
+hook: ``NAME@start``, ``NAME@<sweep>``, ``NAME@solved``) so each moment is hit every time;
+the handling is the real one. The truth is an uninterrupted run with the same seed: the
+resumed output must hold the same bytes and the report the same history and metrics.
+"""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from helpers import CLI, load_report
+
+SIGNALS = ["SIGTERM", "SIGINT", "SIGUSR1"]
+
+
+@pytest.fixture
+def cli(tmp_path):
+    return CLI(tmp_path)
+
+
+def _matrix(tmp_path, name="x.npy", shape=(120, 80), seed=0):
+    rng = np.random.default_rng(seed)
+    x = rng.random((shape[0], 5)) @ rng.random((5, shape[1])) + 0.05 * rng.random(shape)
+    np.save(tmp_path / name, x)
+    return name
+
+
+def _arrays(path):
+    with np.load(path, allow_pickle=False) as z:
+        return {k: z[k].tobytes() + str(z[k].dtype).encode() for k in z.files}
+
+
+def _same_result(tmp_path, a, b):
+    assert _arrays(tmp_path / f"{a}.npz") == _arrays(tmp_path / f"{b}.npz")
+    ra, rb = (json.loads((tmp_path / f"{s}.report.json").read_text()) for s in (a, b))
+    for key in ("history", "metrics", "converged", "stop_reason", "rank"):
+        assert json.dumps(ra[key], sort_keys=True) == json.dumps(rb[key], sort_keys=True), key
+    assert ra["method"]["details"] == rb["method"]["details"]
+
+
+NMF = ["nmf", "x.npy", "--rank", "5", "--tol", "0", "--max-iter", "30", "--n-init", "2"]
+
+
+@pytest.mark.parametrize("sig", SIGNALS)
+def test_signal_mid_run_checkpoints_exits_75_and_resume_gives_the_same_bytes(cli, tmp_path, sig):
+    _matrix(tmp_path)
+    cli(*NMF, "-o", "full.npz")
+    proc = cli(*NMF, "-o", "out.npz", expect=75, env={"RANKWISE_TEST_SIGNAL": f"{sig}@7"})
+    assert proc.stderr.count("\n") == 1 and "interrupted" in proc.stderr, proc.stderr
+    assert f"{sig} received" in proc.stderr and "--resume" in proc.stderr
+    ck = tmp_path / "out.checkpoint.npz"
+    assert ck.exists()
+    assert not (tmp_path / "out.npz").exists() and not (tmp_path / "out.report.json").exists()
+    cli(*NMF, "-o", "out.npz", "--resume")
+    _same_result(tmp_path, "full", "out")
+    rep = load_report(tmp_path / "out.report.json")
+    assert rep["checkpoint"]["resumed"]["iteration"] == 7
+    assert rep["checkpoint"]["resumed"]["restart"] == 0
+    assert not ck.exists(), "the checkpoint is removed once the output is committed"
+
+
+def test_resume_in_a_later_restart_and_twice(cli, tmp_path):
+    """Interrupted in the second restart, then again after resuming: the first restart's
+    result travels through both checkpoints."""
+    _matrix(tmp_path)
+    cli(*NMF, "-o", "full.npz")
+    cli(*NMF, "-o", "out.npz", expect=75, env={"RANKWISE_TEST_SIGNAL": "SIGTERM@3"})
+    # the hook fires at sweep 3 of every restart: the resumed run stops again in restart 2
+    cli(*NMF, "-o", "out.npz", "--resume", expect=75, env={"RANKWISE_TEST_SIGNAL": "SIGTERM@3"})
+    meta = _checkpoint_meta(tmp_path / "out.checkpoint.npz")
+    assert meta["progress"]["restart"] == 1 and meta["progress"]["iteration"] == 3
+    cli(*NMF, "-o", "out.npz", "--resume")
+    _same_result(tmp_path, "full", "out")
+
+
+def _checkpoint_meta(path):
+    from rankwise.cli.checkpoint import META_KEY
+
+    with np.load(path, allow_pickle=False) as z:
+        return json.loads(bytes(z[META_KEY]).decode())
+
+
+def test_signal_before_the_first_sweep_exits_75_without_a_checkpoint(cli, tmp_path):
+    _matrix(tmp_path)
+    proc = cli(*NMF, "-o", "out.npz", expect=75, env={"RANKWISE_TEST_SIGNAL": "SIGTERM@start"})
+    assert "nothing to save" in proc.stderr
+    assert not list(tmp_path.glob("out*")), "no output, report or checkpoint"
+    # --resume without a checkpoint starts afresh (a requeued job can always pass it)
+    proc = cli(*NMF, "-o", "out.npz", "--resume")
+    assert "starting afresh" in proc.stderr
+    assert load_report(tmp_path / "out.report.json")["checkpoint"]["resumed"] is None
+
+
+def test_signal_while_writing_lets_the_run_complete(cli, tmp_path):
+    _matrix(tmp_path)
+    cli(*NMF, "-o", "full.npz")
+    cli(*NMF, "-o", "out.npz", env={"RANKWISE_TEST_SIGNAL": "SIGTERM@solved"})
+    _same_result(tmp_path, "full", "out")
+    assert not (tmp_path / "out.checkpoint.npz").exists()
+
+
+def test_periodic_checkpoints_are_written_and_removed_at_the_end(cli, tmp_path):
+    _matrix(tmp_path)
+    cli(*NMF, "-o", "full.npz")
+    # every boundary is "due" with a tiny period; SIGUSR1 at sweep 20 then stops the run
+    cli(*NMF, "-o", "out.npz", "--checkpoint-every", "1e-9", expect=75,
+        env={"RANKWISE_TEST_SIGNAL": "SIGUSR1@20"})  # fmt: skip
+    assert _checkpoint_meta(tmp_path / "out.checkpoint.npz")["progress"]["iteration"] == 20
+    cli(*NMF, "-o", "out.npz", "--resume", "--checkpoint-every", "1e-9")
+    rep = load_report(tmp_path / "out.report.json")
+    assert rep["checkpoint"]["saved"] >= 10  # a save at every boundary of the resumed run
+    _same_result(tmp_path, "full", "out")
+
+
+def test_time_limit_checkpoints_before_the_limit(cli, tmp_path):
+    _matrix(tmp_path, shape=(1500, 1200))
+    args = ["nmf", "x.npy", "--rank", "20", "--tol", "0", "--max-iter", "100000", "-o", "o.npz"]
+    proc = cli(*args, "--time-limit", "3s", "--checkpoint-every", "0", expect=75)
+    assert "--time-limit is near" in proc.stderr
+    meta = _checkpoint_meta(tmp_path / "o.checkpoint.npz")
+    assert meta["progress"]["iteration"] >= 1
+
+
+def test_resume_refuses_other_parameters_input_or_command(cli, tmp_path):
+    _matrix(tmp_path)
+    _matrix(tmp_path, "y.npy", seed=1)
+    cli(*NMF, "-o", "out.npz", expect=75, env={"RANKWISE_TEST_SIGNAL": "SIGTERM@4"})
+    for extra, needle in (
+        (["--tol", "1e-3"], "other parameters (tol: checkpoint 0.0, now 0.001)"),
+        (["--seed", "5"], "seed"),
+    ):
+        proc = cli(*NMF, "-o", "out.npz", "--resume", *extra, expect=2)
+        assert needle in proc.stderr and proc.stderr.count("\n") == 1, proc.stderr
+    y = ["nmf", "y.npy", *NMF[2:]]
+    proc = cli(*y, "-o", "out.npz", "--resume", expect=2)
+    assert "different input data" in proc.stderr
+    # the checkpoint survives the refusals, and a matching rerun still resumes from it
+    cli(*NMF, "-o", "out.npz", "--resume")
+    assert load_report(tmp_path / "out.report.json")["checkpoint"]["resumed"]["iteration"] == 4
+
+
+def test_damaged_or_foreign_checkpoint_files(cli, tmp_path):
+    _matrix(tmp_path)
+    ck = tmp_path / "out.checkpoint.npz"
+    ck.write_bytes(b"PK\x03\x04 not really a zip")
+    proc = cli(*NMF, "-o", "out.npz", "--resume", expect=65)
+    assert "damaged" in proc.stderr and proc.stderr.count("\n") == 1
+    # without --resume, a file that is not ours is not replaced unless --force
+    proc = cli(*NMF, "-o", "out.npz", expect=73)
+    assert "not a rankwise checkpoint" in proc.stderr
+    np.savez(ck, w=np.zeros(3))
+    cli(*NMF, "-o", "out.npz", "--resume", expect=65)
+    cli(*NMF, "-o", "out.npz", "--force")
+
+
+@pytest.mark.parametrize(
+    "value, ok",
+    [("90", True), ("90s", True), ("1.5h", True), ("2d", True), ("1:30:00", True),
+     ("1-00:00:00", True), ("30:00", True), ("0", False), ("soon", False), ("-5m", False)],
+)  # fmt: skip
+def test_time_limit_forms(value, ok):
+    from rankwise.cli.checkpoint import parse_duration
+    from rankwise.cli.errors import CliUsageError
+
+    if ok:
+        assert parse_duration(value) > 0
+    else:
+        with pytest.raises(CliUsageError):
+            parse_duration(value)
+
+
+def test_time_limit_values():
+    from rankwise.cli.checkpoint import parse_duration
+
+    assert parse_duration("1:30:00") == 5400
+    assert parse_duration("30:00") == 1800
+    assert parse_duration("1-02:00:00") == 93600
+    assert parse_duration("1.5h") == 5400
+    assert parse_duration("45") == 45
+
+
+def test_bad_time_limit_is_a_usage_error(cli, tmp_path):
+    _matrix(tmp_path)
+    proc = cli(*NMF, "-o", "out.npz", "--time-limit", "soon", expect=2)
+    assert "--time-limit" in proc.stderr
