@@ -9,7 +9,9 @@ from typing import Annotated
 
 import typer
 
+from . import checkpoint as checkpoints
 from . import options as opt
+from .checkpoint import CheckpointOptions, with_checkpoint
 from .errors import CliUsageError
 from .matrix import _progress
 from .run import Common, Run, guarded
@@ -113,6 +115,7 @@ def _source(run: Run, handle, *, method: str, streaming: bool | None, in_memory_
 
 
 @opt.with_common
+@with_checkpoint
 def cp(
     uri: opt.InputURI,
     output: opt.Output,
@@ -151,6 +154,7 @@ def cp(
         typer.Option("--linesearch/--no-linesearch", help="Bro's extrapolation after each sweep."),
     ] = True,  # fmt: skip
     common: Common = None,  # the shared options, from @opt.with_common
+    checkpointing: CheckpointOptions = None,  # from @with_checkpoint
 ) -> None:
     """CP decomposition X ≈ Σ_r w_r a_0r ∘ a_1r ∘ … (CP-ALS, or nonnegative CP by HALS).
 
@@ -180,11 +184,16 @@ def cp(
         run.prepare_outputs(output)
         data = _load_dense(run, handle, method="cp")
         what = "nonnegative CP" if nonneg else "CP"
+        ck = checkpoints.start(run, checkpointing, data=data, parameters={
+            "rank": rank, "nonneg": nonneg, "init": init.value, "tol": tol,
+            "max_iter": max_iter, "n_init": n_init, "linesearch": linesearch})  # fmt: skip
         with run.compute(what):
             res = core.cp(data, rank, nonneg=nonneg, init=init.value, tol=tol,
                           max_iter=max_iter, n_init=n_init, linesearch=linesearch,
                           rng=np.random.default_rng(run.common.seed),
-                          callback=_progress(run, what), max_memory=run.budget)  # fmt: skip
+                          callback=ck.callback(_progress(run, what)), max_memory=run.budget,
+                          resume=ck.state)  # fmt: skip
+        ck.solved()
         parameters = {"rank": rank, "nonneg": nonneg, "init": res.details["init"], "tol": tol,
                       "max_iter": max_iter, "n_init": n_init, "linesearch": linesearch}  # fmt: skip
         m = res.metrics
@@ -196,8 +205,10 @@ def cp(
         if not res.converged:
             summary += f" (not converged: {res.stop_reason})"
         run.commit(res, handle=handle, data=data, requested=init.value, parameters=parameters,
-                   summary=summary, attrs={"rank": int(res.rank["value"]), "method": res.method,
-                                           "nonneg": bool(nonneg)})  # fmt: skip
+                   summary=summary, fingerprint=ck.fingerprint,
+                   attrs={"rank": int(res.rank["value"]), "method": res.method,
+                          "nonneg": bool(nonneg)})  # fmt: skip
+        ck.done()
 
 
 # --- tucker --------------------------------------------------------------------------------------

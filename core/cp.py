@@ -119,6 +119,7 @@ import math
 
 import numpy as np
 
+from .checkpoint import Checkpointable
 from .errors import BudgetError, DataError, ParameterError
 from .errors import human_bytes as _human
 from .linalg import eps as _eps
@@ -772,8 +773,11 @@ def _inner_limit(share_flops: float, rows: int, r: int) -> int:
     return max(1, min(MAX_INNER, int(1 + INNER_ALPHA * rho)))
 
 
-class _Solver:
+class _Solver(Checkpointable):
     """CP-ALS / CP-HALS state: unit-column float64 factors ``f`` and weights ``lam``."""
+
+    STATE = ("f", "lam", "g", "mats_t", "t_left", "solves", "explicit", "ls", "_ls_fail",
+             "passes_done", "revived", "last_rel", "tree.gemms")  # fmt: skip
 
     def __init__(self, d: _Data, factors, *, nonneg: bool, linesearch: bool):
         self.d = d
@@ -1108,7 +1112,7 @@ def _rank_info(rank: int, r: int, bound: int) -> dict:
 
 def cp(x, rank: int, *, nonneg: bool = False, init: str = "auto", tol: float = 1e-8,
        max_iter: int = 500, n_init: int = 1, linesearch: bool = True, rng=None, callback=None,
-       max_memory: int | None = None) -> Result:  # fmt: skip
+       max_memory: int | None = None, resume: dict | None = None) -> Result:  # fmt: skip
     """CP decomposition ``X ≈ [[λ; A_0, …, A_{N-1}]]`` of a dense tensor of order N ≥ 3 (see
     the module docstring).
 
@@ -1117,6 +1121,7 @@ def cp(x, rank: int, *, nonneg: bool = False, init: str = "auto", tol: float = 1
     which to stop. ``linesearch``: Bro's extrapolation after each sweep. ``n_init``: restarts,
     the best kept. ``callback(event)`` sees every sweep (``event.extras["restart"]`` says which
     restart); returning True stops. ``max_memory``: bytes; a larger estimate is a BudgetError.
+    ``resume``: an ``event.state()`` of an earlier run with the same data and parameters.
 
     Returns a :class:`Result` with ``arrays = {"weights": (R,), "factors/n": I_n × R}``.
     """
@@ -1196,7 +1201,8 @@ def cp(x, rank: int, *, nonneg: bool = False, init: str = "auto", tol: float = 1
     details["blas_threads"] = blas.describe()
     with blas.solve():
         runs = run_restarts(make, n_init=int(n_init), tol=float(tol), max_iter=int(max_iter),
-                            callback=callback, factors=lambda s: (s.f, s.lam))  # fmt: skip
+                            callback=callback, factors=lambda s: (s.f, s.lam), rng=rng,
+                            resume=resume)  # fmt: skip
         return _finish(runs, d, r, scale, nonneg, method, reason, warnings, details, rank_info)
 
 

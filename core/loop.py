@@ -133,6 +133,8 @@ def run_restarts(make, *, n_init: int, tol: float, max_iter: int, callback, fact
     if resume is not None:
         runs = [_run_from_state(x) for x in resume["runs"]]
         current, loop_state = resume["current"], resume["loop"]
+        for r in range(len(runs)):
+            make(r)  # replayed for their side effects (caches, details); rng is reset below
     for r in range(len(runs), n_init):
         solver, init_name = make(r)
         loop_resume = None

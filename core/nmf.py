@@ -1178,8 +1178,9 @@ def _certify(d: _Data, w, ht, loss: str, reg: Regularisation, semi: bool) -> dic
 
 
 def factor_match(w_a, w_b) -> float:
-    """Mean cosine of the columns of two factors after optimal one-to-one matching
-    (Hungarian algorithm on the cosine matrix); 1 means the same components."""
+    """Mean cosine of the columns of two nonnegative factors after optimal one-to-one
+    matching (Hungarian algorithm on the cosine matrix), in [0, 1]; 1 means the same
+    components."""
     from scipy.optimize import linear_sum_assignment
 
     a = np.asarray(w_a, np.float64)
@@ -1232,8 +1233,9 @@ def _finish_result(runs, d, k, rank, scale, loss, reg_user, reg_work, semi, meth
     metrics["restart_objectives"] = [r.objective if math.isfinite(r.objective) else None
                                      for r in runs]  # fmt: skip
     if len(runs) > 1:
-        w2, _ = _normalise(*runs[order[1]].factors, rescale, dead)
-        metrics["factor_match"] = factor_match(w, w2)
+        w2, ht2 = _normalise(*runs[order[1]].factors, rescale, dead)
+        # semi-NMF's W has free signs (cosines down to −1): its nonnegative H is compared
+        metrics["factor_match"] = factor_match(ht, ht2) if semi else factor_match(w, w2)
         metrics["factor_match_restarts"] = [runs[order[0]].restart, runs[order[1]].restart]
     if scale != 1.0:
         # exact powers of two: H keeps unit rows and W takes the scale; unnormalised

@@ -10,8 +10,8 @@ import pytest
 import typer
 from helpers import REPO
 
-from rankwise.cli.main import app
 from rankwise.cli.checkpoint import CHECKPOINT_OPTIONS
+from rankwise.cli.main import app
 from rankwise.cli.options import COMMON_OPTIONS
 
 README = (REPO / "README.md").read_text(encoding="utf-8")

@@ -45,6 +45,38 @@ def _same_result(tmp_path, a, b):
 NMF = ["nmf", "x.npy", "--rank", "5", "--tol", "0", "--max-iter", "30", "--n-init", "2"]
 
 
+def _tensor(tmp_path, name="t.npy"):
+    rng = np.random.default_rng(2)
+    f = [rng.random((s, 3)) for s in (20, 16, 12)]
+    x = np.einsum("ir,jr,kr->ijk", *f) + 0.01 * rng.random((20, 16, 12))
+    np.save(tmp_path / name, x)
+
+
+# every iterative command: (input maker, arguments without -o, a sweep to stop at)
+ITERATIVE = {
+    "nmf": (_matrix, NMF, 7),
+    "nmf --semi": (_matrix, ["nmf", "x.npy", "--semi", "--rank", "4", "--tol", "0",
+                             "--max-iter", "20", "--n-init", "2"], 6),
+    "cp": (_tensor, ["cp", "t.npy", "--rank", "3", "--tol", "0", "--max-iter", "25",
+                     "--n-init", "2"], 9),
+    "cp --nonneg": (_tensor, ["cp", "t.npy", "--rank", "3", "--nonneg", "--tol", "0",
+                              "--max-iter", "20"], 5),
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("name", list(ITERATIVE))
+def test_every_iterative_command_resumes_to_the_same_bytes(cli, tmp_path, name):
+    make, args, at = ITERATIVE[name]
+    make(tmp_path)
+    cli(*args, "-o", "full.npz")
+    cli(*args, "-o", "out.npz", expect=75, env={"RANKWISE_TEST_SIGNAL": f"SIGTERM@{at}"})
+    assert not (tmp_path / "out.npz").exists()
+    assert _checkpoint_meta(tmp_path / "out.checkpoint.npz")["progress"]["iteration"] == at
+    cli(*args, "-o", "out.npz", "--resume")
+    _same_result(tmp_path, "full", "out")
+    assert load_report(tmp_path / "out.report.json")["checkpoint"]["resumed"]["iteration"] == at
+
+
 @pytest.mark.parametrize("sig", SIGNALS)
 def test_signal_mid_run_checkpoints_exits_75_and_resume_gives_the_same_bytes(cli, tmp_path, sig):
     _matrix(tmp_path)

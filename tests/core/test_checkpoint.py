@@ -129,3 +129,35 @@ def test_semi_nmf_resumes_to_the_same_bytes(tmp_path):
                             callback=callback, resume=resume)  # fmt: skip
 
     check_resume(run, tmp_path, iteration=4, restart=0)
+
+
+def _tensor(nonneg=False, dtype=np.float64):
+    rng = np.random.default_rng(11)
+    f = [rng.random((s, 3)) for s in (14, 12, 10)]
+    x = np.einsum("ir,jr,kr->ijk", *f)
+    x += 0.01 * (rng.random(x.shape) if nonneg else rng.standard_normal(x.shape))
+    return x.astype(dtype)
+
+
+@pytest.mark.parametrize(
+    "kw, restart",
+    [
+        ({}, 0),
+        ({}, 1),  # the HOSVD init of restart 0 is replayed; its details must match
+        ({"nonneg": True}, 1),
+        ({"init": "random", "linesearch": False}, 0),
+        ({"dtype": np.float32}, 1),
+    ],
+)
+def test_cp_resumes_to_the_same_bytes(tmp_path, kw, restart):
+    from rankwise.core import cp
+
+    kw = dict(kw)
+    x = _tensor(kw.get("nonneg", False), kw.pop("dtype", np.float64))
+
+    def run(callback, resume):
+        return cp.cp(x, 3, tol=0, max_iter=15, n_init=2, rng=np.random.default_rng(5),
+                     callback=callback, resume=resume, **kw)  # fmt: skip
+
+    # sweep 9: Bro's line search is active (it starts at sweep 4), its state goes along
+    check_resume(run, tmp_path, iteration=9, restart=restart)

@@ -461,3 +461,14 @@ def test_matches_sklearn_final_error():
     err_ref = np.linalg.norm(x - wr @ ref.components_) / np.linalg.norm(x)
     res = nmf(x, 6, init="nndsvda", tol=1e-8, max_iter=5000)
     assert abs(res.metrics["relative_frobenius_error"] - err_ref) <= 0.01 * err_ref
+
+
+def test_semi_nmf_factor_match_stays_in_the_unit_interval():
+    """Semi-NMF restarts can find unrelated components whose W columns point apart: W's
+    mean matched cosine was −0.04 here, so the score compares the nonnegative H instead."""
+    rng = np.random.default_rng(0)
+    x = rng.random((120, 5)) @ rng.random((5, 80)) + 0.05 * rng.random((120, 80))
+    res = semi_nmf(x, 4, tol=0, max_iter=20, n_init=2, rng=np.random.default_rng(0))
+    assert 0.0 <= res.metrics["factor_match"] <= 1.0
+    h = res.arrays["H"]
+    assert factor_match(h.T, h.T) == pytest.approx(1.0)
