@@ -168,6 +168,21 @@ class CheckpointOptions:
     time_limit: float | None
     signals: _Signals | None
 
+    def not_applicable(self, why: str) -> None:
+        """This run does not iterate: refuse checkpoint options given, leave signals be."""
+        if self.signals is not None:
+            self.signals.restore()
+            self.signals = None
+        flags = (
+            ("--checkpoint", self.path is not None),
+            ("--checkpoint-every", self.every != DEFAULT_EVERY),
+            ("--resume", self.resume),
+            ("--time-limit", self.time_limit is not None),
+        )
+        given = [name for name, on in flags if on]
+        if given:
+            raise CliUsageError(f"{', '.join(given)}: {why}")
+
 
 def _options(values: dict) -> CheckpointOptions:
     limit = values["time_limit"]
@@ -195,12 +210,16 @@ def _canonical(params: dict) -> dict:
     return json.loads(json.dumps(params, sort_keys=True, default=str))
 
 
-def start(run, opts: CheckpointOptions, *, data, parameters: dict) -> Checkpointer:
-    """The command's Checkpointer, bound to ``data``'s fingerprint (pass ``ck.fingerprint``
-    on to the report) and ``parameters`` (those that shape the result; the seed is added)."""
+def start(run, opts: CheckpointOptions, *, data, parameters: dict,
+          fingerprint: str | None = None) -> Checkpointer:  # fmt: skip
+    """The command's Checkpointer, bound to the input's fingerprint (``data``'s unless given;
+    pass ``ck.fingerprint`` on to the report) and ``parameters`` (those that shape the
+    result; the seed is added)."""
     from rankwise import formats
 
-    ck = Checkpointer(run, opts, fingerprint=formats.fingerprint(data), parameters=parameters,
+    if fingerprint is None:
+        fingerprint = formats.fingerprint(data)
+    ck = Checkpointer(run, opts, fingerprint=fingerprint, parameters=parameters,
                       output=run.output)  # fmt: skip
     _test_signal("start")
     return ck

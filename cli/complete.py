@@ -7,7 +7,9 @@ from typing import Annotated
 
 import typer
 
+from . import checkpoint as checkpoints
 from . import options as opt
+from .checkpoint import CheckpointOptions, with_checkpoint
 from .errors import CliUsageError
 from .matrix import _progress
 from .run import Common, Run, guarded
@@ -44,6 +46,7 @@ def parse_clip(text: str | None):
 
 
 @opt.with_common
+@with_checkpoint
 def complete(
     uri: opt.InputURI,
     output: opt.Output,
@@ -147,6 +150,7 @@ def complete(
         ),
     ] = False,  # fmt: skip
     common: Common = None,  # the shared options, from @opt.with_common
+    checkpointing: CheckpointOptions = None,  # from @with_checkpoint
 ) -> None:
     """Complete a matrix or tensor with missing entries (NaN in dense input; the stored
     entries of sparse input are the observed ones)."""
@@ -207,9 +211,16 @@ def complete(
             fingerprint = formats.fingerprint_entries(entries)
         else:
             data = run.load(handle, method="complete", allow_nan=True)
+        ck = checkpoints.start(run, checkpointing, data=data, fingerprint=fingerprint,
+                               parameters={"rank": rank, "method": used, "reg": reg,
+                                           "reg_path": reg_path, "solver": solver.value,
+                                           "cg_steps": cg_steps, "init": init.value,
+                                           "n_init": n_init, "tol": tol, "max_iter": max_iter,
+                                           "holdout": holdout,
+                                           "clip": None if box is None else list(box)})  # fmt: skip
         kw = {"reg": reg, "tol": tol, "max_iter": max_iter, "holdout": holdout, "clip": box,
-              "rng": run.common.seed, "callback": _progress(run, "completion"),
-              "max_memory": run.budget}  # fmt: skip
+              "rng": run.common.seed, "callback": ck.callback(_progress(run, "completion")),
+              "max_memory": run.budget, "resume": ck.state}  # fmt: skip
         if used == "softimpute":
             kw.update(reg_path=reg_path, init=init.value)
         elif used == "altmin":
@@ -218,6 +229,7 @@ def complete(
             kw.update(n_init=n_init)
         with run.compute(f"completion ({used})"):
             res = core.complete(data, rank, method=used, **kw)
+            ck.solved()
             if write_completed:
                 res.arrays["completed"] = core.completed(
                     res, observed=data if not handle.sparse else _observed(core, data),
@@ -242,8 +254,9 @@ def complete(
         row = {"rule": "rank", "threshold": rank, "rank": int(res.rank["value"]), "given": True}
         res.rank.setdefault("by_rule", [row])
         run.commit(res, handle=handle, data=data if not handle.sparse else None,
-                   fingerprint=fingerprint, requested=method.value, parameters=parameters,
+                   fingerprint=ck.fingerprint, requested=method.value, parameters=parameters,
                    summary=summary, attrs={"rank": int(rank), "method": used})  # fmt: skip
+        ck.done()
 
 
 def _observed(core, data):

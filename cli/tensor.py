@@ -215,6 +215,7 @@ def cp(
 
 
 @opt.with_common
+@with_checkpoint
 def tucker(
     uri: opt.InputURI,
     output: opt.Output,
@@ -270,6 +271,7 @@ def tucker(
     svd: SVDPathOption = SVDPath.auto,
     streaming: Streaming = None,
     common: Common = None,  # the shared options, from @opt.with_common
+    checkpointing: CheckpointOptions = None,  # from @with_checkpoint (HOOI only)
 ) -> None:
     """Tucker decomposition X ≈ core ×_0 U_0 ×_1 U_1 … (ST-HOSVD, HOOI).
 
@@ -292,6 +294,9 @@ def tucker(
         hooi = method == TuckerMethod.hooi
         if not hooi and (iter_tol is not None or max_iter is not None):
             raise CliUsageError("--iter-tol and --max-iter apply to --method hooi only")
+        if not hooi:
+            checkpointing.not_applicable("checkpoints apply to --method hooi on the local "
+                                         "engine (ST-HOSVD does not iterate)")  # fmt: skip
         req = parse_ints(ranks, "--ranks") if ranks is not None else None
         req = req[0] if req is not None and len(req) == 1 else req
         search = (budget_search or BudgetSearch.greedy).value
@@ -317,14 +322,24 @@ def tucker(
         data, hasher = _source(run, handle, method="tucker", streaming=streaming,
                                in_memory_need=need)  # fmt: skip
         label = "Tucker (HOOI)" if hooi else "Tucker (ST-HOSVD)"
+        ck = None
+        callback = _progress(run, "HOOI")
+        if hooi:
+            ck = checkpoints.start(run, checkpointing, data=data, parameters={
+                "ranks": req, "tol": tol, "budget": budget, "budget_search": search,
+                "iter_tol": iter_tol, "max_iter": max_iter, "svd": svd.value})  # fmt: skip
+            callback = ck.callback(callback)
         with run.compute(label + (", streaming" if hasher is not None else "")):
             res = core.tucker(
                 data, ranks=req, tol=tol, budget=budget, method=method.value,
                 budget_search=search, tol_iter=iter_tol, max_iter=max_iter, svd=svd.value,
-                callback=_progress(run, "HOOI"), max_memory=run.budget,
+                callback=callback, max_memory=run.budget,
                 streaming=hasher is not None,
                 on_first_pass=None if hasher is None else (lambda s, b: hasher.update(b)),
+                resume=None if ck is None else ck.state,
             )  # fmt: skip
+        if ck is not None:
+            ck.solved()
         parameters = {"ranks": req, "tol": tol, "budget": budget, "method": method.value,
                       "budget_search": search if budget is not None else None,
                       "iter_tol": iter_tol if hooi else None,
@@ -336,11 +351,14 @@ def tucker(
                    f"{m['relative_frobenius_error']:.3g} (a-priori bound "
                    f"{m['a_priori_error_bound']:.3g}), "
                    f"{m['compression_ratio']:.3g}× compression")  # fmt: skip
+        fingerprint = None if hasher is None else hasher.hexdigest()
         run.commit(res, handle=handle, data=data,
-                   fingerprint=None if hasher is None else hasher.hexdigest(),
+                   fingerprint=fingerprint if ck is None else ck.fingerprint,
                    requested=method.value, parameters=parameters, summary=summary,
                    attrs={"ranks": [int(r) for r in res.rank["value"]],
                           "method": res.method})  # fmt: skip
+        if ck is not None:
+            ck.done()
 
 
 # --- tt ------------------------------------------------------------------------------------------

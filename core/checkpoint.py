@@ -96,11 +96,9 @@ def restore(obj, state: dict, names) -> None:
         raise KeyError(f"checkpoint state lacks {', '.join(missing)}")
     for name in names:
         owner, attr = _resolve(obj, name)
-        value = state[name]
+        value = _copy(state[name])  # owned and writable: the solver updates it in place
         current = getattr(owner, attr)
-        if isinstance(value, np.ndarray):
-            value = value.copy(order="K")  # writable, owned (loaded arrays may be read-only)
-        elif isinstance(current, tuple) and isinstance(value, list):
+        if isinstance(current, tuple) and isinstance(value, list):
             value = tuple(value)
         setattr(owner, attr, value)
 

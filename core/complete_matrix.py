@@ -104,11 +104,13 @@ single-threaded anyway.
 
 from __future__ import annotations
 
+import copy
 import math
 from dataclasses import dataclass
 
 import numpy as np
 
+from .checkpoint import Checkpointable
 from .complete import (
     OVERSAMPLE,
     Groups,
@@ -207,7 +209,9 @@ def _sumsq(a) -> float:
 # --- softImpute-ALS ----------------------------------------------------------------------------
 
 
-class _SoftImpute:
+class _SoftImpute(Checkpointable):
+    STATE = ("u", "d", "v", "lam", "resid")
+
     def __init__(self, mat: _Matrix, u, d, v, lam: float, tracker=None):
         self.mat = mat
         self.tracker = tracker
@@ -287,7 +291,9 @@ def _balance(a: np.ndarray, b: np.ndarray):
     return u * rs, v * rs, u, s, v
 
 
-class _AltMin:
+class _AltMin(Checkpointable):
+    STATE = ("a", "b", "resid", "last")
+
     def __init__(self, mat: _Matrix, a, b, lam: float, solver: str, cg_steps: int,
                  tracker=None):  # fmt: skip
         self.mat = mat
@@ -540,7 +546,7 @@ def _zero_model(st: _Setup, method: str, reg) -> Result:
 def softimpute(x, rank: int, *, reg: float | None = None, reg_path: int | None = None,
                tol: float = 1e-7, max_iter: int = 1000, init: str = "auto", test=None,
                holdout: float | None = None, clip=None, rng=None, callback=None,
-               max_memory: int | None = None) -> Result:  # fmt: skip
+               max_memory: int | None = None, resume: dict | None = None) -> Result:  # fmt: skip
     """softImpute-ALS matrix completion (see the module docstring).
 
     ``x``: dense matrix with NaN for missing entries, SciPy sparse matrix (stored entries are
@@ -551,6 +557,7 @@ def softimpute(x, rank: int, *, reg: float | None = None, reg_path: int | None =
     ``test`` (observed entries) or ``holdout`` (a fraction split off with ``rng``) adds held-out
     metrics; ``clip=(lo, hi)`` clips predictions in the metrics. ``callback(event)`` sees every
     sweep; returning True stops. ``max_memory``: bytes; a larger estimate is a BudgetError.
+    ``resume``: an ``event.state()`` of an interrupted run with the same data and parameters.
 
     Returns a :class:`Result` with ``arrays = {"U": m×k, "S": k, "Vt": k×n}``.
     """
@@ -575,7 +582,8 @@ def softimpute(x, rank: int, *, reg: float | None = None, reg_path: int | None =
         d, v = np.ones(st.k), np.zeros((st.mat.n, st.k))
     with _single_blas():
         solver = _SoftImpute(st.mat, u, d, v, path[0], st.prob.tracker(st.test))
-        history, stages, loop = _run_path(solver, path, float(tol), int(max_iter), callback)
+        history, stages, loop = _run_path(solver, path, float(tol), int(max_iter), callback,
+                                          resume)  # fmt: skip
         u, s, v = solver.final()
     st.details.update({"reg_path": path if len(path) > 1 else None, "stages": stages,
                        "iterations": loop.iterations, "path_tol": PATH_TOL})  # fmt: skip
@@ -587,14 +595,32 @@ def softimpute(x, rank: int, *, reg: float | None = None, reg_path: int | None =
                    loop.stop_reason)  # fmt: skip
 
 
-def _run_path(solver: _SoftImpute, path, tol, max_iter, callback):
-    """One run_loop per λ of the path (history numbered across them)."""
+def _run_path(solver: _SoftImpute, path, tol, max_iter, callback, resume=None):
+    """One run_loop per λ of the path (history numbered across them); ``resume`` continues
+    an interrupted one (its state holds the stage, the finished stages and the solver)."""
     history, stages, total, loop = [], [], 0, None
+    first, revived, loop_resume = 0, 0, None
+    if resume is not None:
+        p = resume["path"]
+        first, history, stages = p["stage"], p["history"], p["stages"]
+        total, revived = p["total"], p["revived"]
+        solver.restore(resume["solver"])
+        loop_resume = resume["loop"]
     for j, lam in enumerate(path):
-        revived = 0
-        if j > 0:
-            solver.lam = lam
-            revived = solver.revive()
+        if j < first:
+            continue
+        if j > first or loop_resume is None:
+            revived = 0
+            if j > 0:
+                solver.lam = lam
+                revived = solver.revive()
+
+        def state(_j=j, _revived=revived, _total=total):
+            return {"solver": solver.state(),
+                    "path": {"stage": _j, "history": copy.deepcopy(history),
+                             "stages": copy.deepcopy(stages), "total": _total,
+                             "revived": _revived}}  # fmt: skip
+
         stage_tol = tol if j == len(path) - 1 else max(tol, PATH_TOL)
 
         def sweep(it, _j=j):
@@ -604,7 +630,9 @@ def _run_path(solver: _SoftImpute, path, tol, max_iter, callback):
 
         loop = run_loop(sweep, tol=stage_tol, max_iter=total + max_iter, callback=callback,
                         start_iteration=total, history=[], min_iter=total + 1,
-                        initial_objective=solver.objective())  # fmt: skip
+                        initial_objective=solver.objective(), state=state,
+                        resume=loop_resume)  # fmt: skip
+        loop_resume = None
         history.extend(loop.history)
         stages.append({"reg": lam, "iterations": loop.iterations - total, "tol": stage_tol,
                        "converged": loop.converged, "stop_reason": loop.stop_reason,
@@ -618,7 +646,7 @@ def _run_path(solver: _SoftImpute, path, tol, max_iter, callback):
 def altmin(x, rank: int, *, reg: float | None = None, solver: str = "exact", cg_steps: int = 3,
            tol: float = 1e-7, max_iter: int = 300, init: str = "auto", test=None,
            holdout: float | None = None, clip=None, rng=None, callback=None,
-           max_memory: int | None = None) -> Result:  # fmt: skip
+           max_memory: int | None = None, resume: dict | None = None) -> Result:  # fmt: skip
     """Regularised alternating least squares with row-wise solves (module docstring).
 
     ``solver``: ``exact`` (batched k×k solves) or ``cg`` (``cg_steps`` preconditioned CG steps
@@ -663,8 +691,12 @@ def altmin(x, rank: int, *, reg: float | None = None, solver: str = "exact", cg_
         a, b, *_ = _balance(a, b)
         state = _AltMin(st.mat, np.ascontiguousarray(a), np.ascontiguousarray(b), lam, solver,
                         int(cg_steps), st.prob.tracker(st.test))  # fmt: skip
+        obj0 = state.objective()
+        if resume is not None:
+            state.restore(resume["solver"])
         loop = run_loop(state.sweep, tol=float(tol), max_iter=int(max_iter), callback=callback,
-                        initial_objective=state.objective())  # fmt: skip
+                        initial_objective=obj0, state=lambda: {"solver": state.state()},
+                        resume=None if resume is None else resume["loop"])  # fmt: skip
         u, s, v = state.final()
     st.details["iterations"] = loop.iterations
     if solver == "exact":

@@ -46,6 +46,7 @@ import math
 
 import numpy as np
 
+from .checkpoint import Checkpointable
 from .complete import (
     Groups,
     Observed,
@@ -66,7 +67,7 @@ from .complete import (
 from .cp import _normalise
 from .errors import DataError, ParameterError
 from .linalg import eps as _eps
-from .loop import run_loop
+from .loop import run_restarts
 from .result import Result
 from .validate import is_sparse, working_dtype
 
@@ -78,7 +79,9 @@ def _sumsq(a) -> float:
     return float(a @ a)
 
 
-class _CPSolver:
+class _CPSolver(Checkpointable):
+    STATE = ("f", "resid")
+
     def __init__(self, prob: Problem, groups, factors, lam: float, tracker=None):
         self.prob = prob
         self.tracker = tracker
@@ -93,6 +96,11 @@ class _CPSolver:
 
     def objective(self) -> float:
         return 0.5 * _sumsq(self.resid) + 0.5 * self.lam * sum(_sumsq(a) for a in self.f)
+
+    objective0 = objective
+
+    def details(self) -> dict:
+        return {}
 
     def _mode(self, n: int) -> None:
         r = self.f[0].shape[1]
@@ -176,14 +184,15 @@ def _input_dtype(x):
 
 def cp_complete(x, rank: int, *, reg: float | None = None, tol: float = 1e-9,
                 max_iter: int = 500, n_init: int = 1, test=None, holdout: float | None = None,
-                clip=None, rng=None, callback=None,
-                max_memory: int | None = None) -> Result:  # fmt: skip
+                clip=None, rng=None, callback=None, max_memory: int | None = None,
+                resume: dict | None = None) -> Result:  # fmt: skip
     """CP completion of a tensor of order N ≥ 3 from its observed entries (module docstring).
 
     ``x``: dense tensor with NaN for missing entries, a COO triple ``(indices, values, shape)``
     (one index array per mode) or an :class:`Observed`. ``rank``: R. ``reg``: the ridge
     (default relative, see above). ``n_init``: random restarts, the best kept. ``test`` /
-    ``holdout`` / ``clip`` / ``callback`` / ``max_memory`` as for matrix completion.
+    ``holdout`` / ``clip`` / ``callback`` / ``max_memory`` / ``resume`` as for matrix
+    completion.
 
     Returns a :class:`Result` with ``arrays = {"weights": (R,), "factors/n": I_n × R}``.
     """
@@ -250,34 +259,25 @@ def cp_complete(x, rank: int, *, reg: float | None = None, tol: float = 1e-9,
         groups = [Groups(prob.idx[n], prob.counts[n], prob.nnz, r) for n in range(nd)]
         tracker = prob.tracker(test_obs)
         sd = (ms / r) ** (1.0 / (2 * nd))
-        runs = []
-        for restart in range(int(n_init)):
-            factors = _spectral(prob, r, rng, sd) if restart == 0 else None
-            if factors is None:
-                factors = [rng.standard_normal((d, r)) * sd for d in prob.dims]
-            solver = _CPSolver(prob, groups, factors, lam, tracker)
-            cb = None
-            if callback is not None:
 
-                def cb(event, _r=restart):
-                    event.extras["restart"] = _r
-                    return callback(event)
+        def make(restart):
+            if restart == 0:
+                factors, init = _spectral(prob, r, rng, sd), "spectral"
+            else:
+                factors, init = [rng.standard_normal((d, r)) * sd for d in prob.dims], "random"
+            return _CPSolver(prob, groups, factors, lam, tracker), init
 
-            loop = run_loop(solver.sweep, tol=float(tol), max_iter=int(max_iter), callback=cb,
-                            initial_objective=solver.objective())  # fmt: skip
-            for h in loop.history:
-                h["restart"] = restart
-            final = loop.objective if loop.iterations else solver.objective()
-            runs.append((final if math.isfinite(final) else math.inf, restart, solver, loop))
-            if loop.stop_reason == "stopped by callback":
-                break
-    best = min(runs, key=lambda t: (t[0], t[1]))
-    _, kept, solver, loop = best
-    details.update({"iterations": loop.iterations, "kept_restart": kept,
-                    "restart_objectives": [t[0] if math.isfinite(t[0]) else None for t in runs],
+        runs = run_restarts(make, n_init=int(n_init), tol=float(tol), max_iter=int(max_iter),
+                            callback=callback, factors=lambda s: (s.f,), rng=rng,
+                            resume=resume)  # fmt: skip
+    best = min(runs, key=lambda t: (t.objective, t.restart))
+    loop = best.loop
+    details.update({"iterations": loop.iterations, "kept_restart": best.restart,
+                    "restart_objectives": [t.objective if math.isfinite(t.objective) else None
+                                           for t in runs],
                     "padded_entries": [g.padded for g in groups]})  # fmt: skip
-    return _finish(prob, solver.f, lam, wdt, train, test_obs, split, clip, r, nd, warnings,
-                   details, loop.history, loop.converged, loop.stop_reason)  # fmt: skip
+    return _finish(prob, best.factors[0], lam, wdt, train, test_obs, split, clip, r, nd,
+                   warnings, details, loop.history, loop.converged, loop.stop_reason)  # fmt: skip
 
 
 def _finish(prob, factors, lam, wdt, train, test, split, clip, r, nd, warnings, details,

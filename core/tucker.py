@@ -79,6 +79,7 @@ import math
 import numpy as np
 
 from . import tensor as T
+from .checkpoint import Checkpointable
 from .errors import BudgetError, ParameterError
 from .linalg import eps as _eps
 from .linalg import orthogonality_loss, tall_svd, thin_svd
@@ -501,7 +502,9 @@ def _compress_redundant(core, factors, warnings: list) -> tuple[np.ndarray, list
 # --- HOOI --------------------------------------------------------------------------------------
 
 
-class _HOOI:
+class _HOOI(Checkpointable):
+    STATE = ("factors", "core")
+
     def __init__(self, x, factors, norm_sq, path):
         self.x, self.factors, self.norm_sq, self.path = x, list(factors), norm_sq, path
         self.core = None
@@ -593,7 +596,7 @@ def tucker(x, *, ranks=None, tol: float | None = None, budget: int | None = None
            method: str = "sthosvd", budget_search: str = "greedy", tol_iter: float = 1e-8,
            max_iter: int = 100, svd: str = "auto", rng=None, callback=None,
            max_memory: int | None = None, streaming: bool | None = None,
-           on_first_pass=None) -> Result:  # fmt: skip
+           on_first_pass=None, resume: dict | None = None) -> Result:  # fmt: skip
     """Tucker decomposition of ``x`` (an array, or a slab source such as a file handle with
     ``shape``, ``dtype`` and ``iter_blocks(rows)``); see the module docstring.
 
@@ -605,7 +608,8 @@ def tucker(x, *, ranks=None, tol: float | None = None, budget: int | None = None
     are computed (``auto``: Gram/eigh unless the Gram cannot resolve the tail or the mode is
     longer than the rest). ``max_memory`` bounds the working set; a source that does not fit
     is streamed (``streaming=True`` forces it; ``on_first_pass(start, slab)`` sees every raw
-    slab of the first pass).
+    slab of the first pass). ``resume``: an ``event.state()`` of an interrupted HOOI run
+    with the same data and parameters.
 
     Returns a :class:`Result` with arrays ``core`` and ``factors/0`` … ``factors/N-1``.
     """
@@ -690,6 +694,7 @@ def tucker(x, *, ranks=None, tol: float | None = None, budget: int | None = None
         copied,
         scale,
         source is not None,
+        resume,
     )
 
 
@@ -717,7 +722,8 @@ def _threshold(rule, req, tol, budget):
 
 
 def _in_memory(x, rule, fixed, req, tol, budget, method, budget_search, tol_iter, max_iter,
-               svd, callback, warnings, copied, scale, gathered) -> Result:  # fmt: skip
+               svd, callback, warnings, copied, scale, gathered,
+               resume=None) -> Result:  # fmt: skip
     shape = x.shape
     n_modes = x.ndim
     wdt = x.dtype
@@ -760,8 +766,12 @@ def _in_memory(x, rule, fixed, req, tol, budget, method, budget_search, tol_iter
     if method == "hooi":
         init_obj = max(norm_sq - T.sq_norm(core), 0.0) / norm_sq
         solver = _HOOI(x, factors, norm_sq, svd)
+        if resume is not None:
+            solver.restore(resume["solver"])
         loop = run_loop(solver.sweep, tol=float(tol_iter), max_iter=int(max_iter),
-                        callback=callback, initial_objective=init_obj)  # fmt: skip
+                        callback=callback, initial_objective=init_obj,
+                        state=lambda: {"solver": solver.state()},
+                        resume=None if resume is None else resume["loop"])  # fmt: skip
         if loop.iterations > 0 and solver.core is not None:
             factors, core = solver.factors, solver.core
         history, converged, stop = loop.history, loop.converged, loop.stop_reason

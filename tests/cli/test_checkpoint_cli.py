@@ -52,6 +52,25 @@ def _tensor(tmp_path, name="t.npy"):
     np.save(tmp_path / name, x)
 
 
+def _ratings(tmp_path):
+    rng = np.random.default_rng(4)
+    x = rng.standard_normal((90, 4)) @ rng.standard_normal((4, 60))
+    x[rng.random(x.shape) < 0.6] = np.nan
+    np.save(tmp_path / "r.npy", x)
+    import scipy.io
+    import scipy.sparse as sp
+
+    keep = ~np.isnan(x)
+    scipy.io.mmwrite(tmp_path / "r.mtx", sp.coo_array((x[keep], np.nonzero(keep)), x.shape))
+
+
+def _gappy_tensor(tmp_path):
+    _tensor(tmp_path)
+    x = np.load(tmp_path / "t.npy")
+    x[np.random.default_rng(5).random(x.shape) < 0.6] = np.nan
+    np.save(tmp_path / "t.npy", x)
+
+
 # every iterative command: (input maker, arguments without -o, a sweep to stop at)
 ITERATIVE = {
     "nmf": (_matrix, NMF, 7),
@@ -59,6 +78,15 @@ ITERATIVE = {
                              "--max-iter", "20", "--n-init", "2"], 6),
     "cp": (_tensor, ["cp", "t.npy", "--rank", "3", "--tol", "0", "--max-iter", "25",
                      "--n-init", "2"], 9),
+    "tucker --method hooi": (_tensor, ["tucker", "t.npy", "--ranks", "2,3,2", "--method",
+                                       "hooi", "--iter-tol", "0", "--max-iter", "12"], 4),
+    "complete softimpute": (_ratings, ["complete", "r.npy", "--rank", "4", "--reg-path", "3",
+                                       "--max-iter", "10", "--tol", "0", "--holdout", "0.1"], 14),
+    "complete altmin (mtx)": (_ratings, ["complete", "r.mtx", "--rank", "4", "--method",
+                                         "altmin", "--solver", "cg", "--max-iter", "12",
+                                         "--tol", "0"], 5),
+    "complete cp": (_gappy_tensor, ["complete", "t.npy", "--rank", "3", "--n-init", "2",
+                                    "--max-iter", "8", "--tol", "0"], 6),
     "cp --nonneg": (_tensor, ["cp", "t.npy", "--rank", "3", "--nonneg", "--tol", "0",
                               "--max-iter", "20"], 5),
 }  # fmt: skip
@@ -219,3 +247,11 @@ def test_bad_time_limit_is_a_usage_error(cli, tmp_path):
     _matrix(tmp_path)
     proc = cli(*NMF, "-o", "out.npz", "--time-limit", "soon", expect=2)
     assert "--time-limit" in proc.stderr
+
+
+def test_checkpoint_options_of_a_non_iterative_run_are_refused(cli, tmp_path):
+    _tensor(tmp_path)
+    proc = cli("tucker", "t.npy", "--ranks", "2", "-o", "o.npz", "--resume", expect=2)
+    assert "--resume: checkpoints apply to --method hooi" in proc.stderr
+    cli("tucker", "t.npy", "--ranks", "2", "-o", "o.npz")
+    assert "checkpoint" not in load_report(tmp_path / "o.report.json")

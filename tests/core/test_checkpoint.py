@@ -161,3 +161,61 @@ def test_cp_resumes_to_the_same_bytes(tmp_path, kw, restart):
 
     # sweep 9: Bro's line search is active (it starts at sweep 4), its state goes along
     check_resume(run, tmp_path, iteration=9, restart=restart)
+
+
+def test_tucker_hooi_resumes_to_the_same_bytes(tmp_path):
+    from rankwise.core import tucker
+
+    x = _tensor()
+    x += 0.2 * np.random.default_rng(4).standard_normal(x.shape)  # HOOI has work to do
+
+    def run(callback, resume):
+        return tucker.tucker(x, ranks=[2, 3, 2], method="hooi", tol_iter=0, max_iter=8,
+                             callback=callback, resume=resume)  # fmt: skip
+
+    full = check_resume(run, tmp_path, iteration=3)
+    assert full.details["hooi"]["iterations"] == 8
+
+
+def _ratings():
+    rng = np.random.default_rng(9)
+    x = rng.standard_normal((70, 4)) @ rng.standard_normal((4, 50))
+    x[rng.random(x.shape) < 0.6] = np.nan
+    return x
+
+
+@pytest.mark.parametrize(
+    "method, kw, at",
+    [
+        ("softimpute", {"reg_path": 3, "max_iter": 12}, 15),  # inside the second λ stage
+        ("softimpute", {"init": "random", "max_iter": 10}, 4),
+        ("altmin", {"solver": "exact", "max_iter": 10}, 4),
+        ("altmin", {"solver": "cg", "max_iter": 10}, 6),
+    ],
+)
+def test_matrix_completion_resumes_to_the_same_bytes(tmp_path, method, kw, at):
+    from rankwise.core import complete_matrix
+
+    x = _ratings()
+
+    def run(callback, resume):
+        return getattr(complete_matrix, method)(
+            x, 4, tol=0, holdout=0.1, rng=np.random.default_rng(2), callback=callback,
+            resume=resume, **kw)  # fmt: skip
+
+    full = check_resume(run, tmp_path, iteration=at)
+    assert full.details["iterations"] > at
+
+
+def test_tensor_completion_resumes_to_the_same_bytes(tmp_path):
+    from rankwise.core import complete_tensor
+
+    x = _tensor()
+    x[np.random.default_rng(3).random(x.shape) < 0.7] = np.nan
+
+    def run(callback, resume):
+        return complete_tensor.cp_complete(x, 3, tol=0, max_iter=8, n_init=2, holdout=0.1,
+                                           rng=np.random.default_rng(4), callback=callback,
+                                           resume=resume)  # fmt: skip
+
+    check_resume(run, tmp_path, iteration=5, restart=1)
