@@ -8,7 +8,9 @@ from typing import Annotated
 
 import typer
 
+from . import checkpoint as checkpoints
 from . import options as opt
+from .checkpoint import CheckpointOptions, with_checkpoint
 from .engine import Engine, EngineOptions, with_engine
 from .errors import CheckFailed, CliUsageError
 from .run import Common, Run, guarded
@@ -459,6 +461,7 @@ def parse_clusters(text: str):
 
 @app.command("local")
 @opt.with_common
+@with_checkpoint
 def local(
     uri: opt.InputURI,
     output: opt.Output,
@@ -509,6 +512,7 @@ def local(
     weights: Weights = None,
     snapshots: Snapshots = Layout.columns,
     common: Common = None,  # the shared options, from @opt.with_common
+    checkpointing: CheckpointOptions = None,  # from @with_checkpoint
 ) -> None:
     """Local POD bases: cluster the snapshots, one basis per cluster."""
     with guarded("rob local", common.debug):
@@ -527,25 +531,28 @@ def local(
         m, w, m_info, w_info = _inner(run, mass, weights)
         run.prepare_outputs(output)
         data = _snapshots(run, handle, snapshots, "rob local")
+        parameters = {**_rule_parameters(rule, criterion, tol, rank), "clusters": clusters,
+                      "dissimilarity": dissimilarity.value, "groups": g_info, "n_init": n_init,
+                      "refine": refine, "max_iter": max_iter, "mass": m_info, "weights": w_info,
+                      "snapshots": snapshots.value}  # fmt: skip
+        ck = checkpoints.start(run, checkpointing, data=data, parameters=parameters)
         with run.compute("local POD"):
             res = core.local_pod(data, rule, clusters=ks, dissimilarity=dissimilarity.value,
                                  groups=None if g is None else np.ravel(g), n_init=n_init,
                                  refine=refine, max_iter=max_iter,
                                  rng=np.random.default_rng(run.common.seed), mass=m,
-                                 weights=w)  # fmt: skip
+                                 weights=w, callback=ck.callback(), resume=ck.state)  # fmt: skip
+        ck.solved()
         mt = res.metrics
-        parameters = {**_rule_parameters(rule, criterion, tol, rank), "clusters": clusters,
-                      "dissimilarity": dissimilarity.value, "groups": g_info, "n_init": n_init,
-                      "refine": refine, "max_iter": max_iter, "mass": m_info, "weights": w_info,
-                      "snapshots": snapshots.value}  # fmt: skip
         summary = (f"{mt['chosen_k']} clusters ({dissimilarity.value}), modes "
                    f"{','.join(map(str, res.rank['value']))} against {mt['global']['rank']} "
                    f"global, efficiency η = {mt['efficiency']:.3g}"
                    f"{'' if mt['feasible'] else ' (infeasible)'}")  # fmt: skip
         run.commit(res, handle=handle, data=data, requested=dissimilarity.value,
-                   parameters=parameters, summary=summary,
+                   parameters=parameters, summary=summary, fingerprint=ck.fingerprint,
                    attrs={"clusters": int(mt["chosen_k"]), "dissimilarity": dissimilarity.value,
                           "method": res.method})  # fmt: skip
+        ck.done()
 
 
 # --- rob project --------------------------------------------------------------------------------

@@ -48,12 +48,15 @@ group's basis scaled by its singular value, a representative vector for
 
 from __future__ import annotations
 
+import copy
+import dataclasses
 import math
 
 import numpy as np
 
+from .checkpoint import Checkpointable, rng_state, set_rng_state
 from .errors import DataError, ParameterError
-from .loop import run_loop
+from .loop import run_loop, run_restarts
 from .pod import dissimilarities, inner_product, pod
 from .rank import RankRule
 from .result import Result
@@ -95,8 +98,10 @@ def _assign(d: np.ndarray, med: np.ndarray):
     return lab, d1, d2
 
 
-class _KMedoids:
+class _KMedoids(Checkpointable):
     """One restart: state (medoids, labels) and the sweep run by run_loop."""
+
+    STATE = ("med", "lab", "d1", "d2", "swaps")
 
     def __init__(self, d: np.ndarray, med: np.ndarray):
         self.d = d
@@ -107,6 +112,12 @@ class _KMedoids:
     @property
     def objective(self) -> float:
         return float(self.d1.sum())
+
+    def objective0(self) -> float:
+        return self.objective
+
+    def details(self) -> dict:
+        return {"swaps": self.swaps}
 
     def sweep(self, it: int):
         d, k = self.d, len(self.med)
@@ -138,12 +149,20 @@ class _KMedoids:
 
 
 def kmedoids(
-    d: np.ndarray, k: int, *, n_init: int = 10, rng=None, max_iter: int = 100, callback=None
+    d: np.ndarray,
+    k: int,
+    *,
+    n_init: int = 10,
+    rng=None,
+    max_iter: int = 100,
+    callback=None,
+    resume: dict | None = None,
 ) -> dict:
     """Seeded k-medoids with restarts on a dissimilarity matrix (see the module docstring).
 
     Returns ``labels`` (clusters numbered by ascending medoid index), ``medoids`` (indices),
-    ``objective`` and one row per restart."""
+    ``objective`` and one row per restart. ``resume``: an ``event.state()`` of an
+    interrupted run on the same matrix with the same parameters."""
     d = np.asarray(d, dtype=np.float64)
     m = d.shape[0]
     if d.ndim != 2 or d.shape != (m, m):
@@ -153,34 +172,26 @@ def kmedoids(
     if n_init < 1:
         raise ParameterError(f"n_init must be ≥ 1, got {n_init}")
     rng = rng if isinstance(rng, np.random.Generator) else np.random.default_rng(rng)
-    best, rows = None, []
-    for restart in range(n_init):
-        state = _KMedoids(d, _plusplus(d, k, rng))
-        init_obj = state.objective
-        loop = run_loop(
-            state.sweep, tol=0.0, max_iter=max_iter, callback=callback, initial_objective=init_obj
-        )
-        rows.append(
-            {
-                "restart": restart,
-                "initial_objective": init_obj,
-                "objective": state.objective,
-                "iterations": loop.iterations,
-                "converged": loop.converged,
-                "stop_reason": loop.stop_reason,
-                "swaps": state.swaps,
-            }
-        )
-        if best is None or state.objective < best[0].objective:
-            best = (state, loop)
-    state, loop = best
-    order = np.argsort(state.med, kind="stable")
+
+    def make(restart):
+        return _KMedoids(d, _plusplus(d, k, rng)), "k-medoids++"
+
+    runs = run_restarts(make, n_init=n_init, tol=0.0, max_iter=max_iter, callback=callback,
+                        factors=lambda s: (s.med, s.lab), rng=rng, resume=resume)  # fmt: skip
+    rows = [{"restart": r.restart, "initial_objective": r.initial_objective,
+             "objective": r.objective, "iterations": r.loop.iterations,
+             "converged": r.loop.converged, "stop_reason": r.loop.stop_reason, **r.details}
+            for r in runs]  # fmt: skip
+    best = min(runs, key=lambda r: (r.objective, r.restart))
+    med, lab = best.factors
+    loop = best.loop
+    order = np.argsort(med, kind="stable")
     relabel = np.empty(k, dtype=np.int64)
     relabel[order] = np.arange(k)
     return {
-        "labels": relabel[state.lab],
-        "medoids": state.med[order].astype(np.int64),
-        "objective": state.objective,
+        "labels": relabel[lab],
+        "medoids": med[order].astype(np.int64),
+        "objective": best.objective,
         "restarts": rows,
         "history": loop.history,
         "converged": loop.converged,
@@ -210,8 +221,9 @@ def _captured(v: np.ndarray, x: np.ndarray, ip) -> np.ndarray:
     return np.einsum("ij,ij->j", c, c)
 
 
-def _refine(x, labels, ranks, ip, rng, max_iter, callback):
-    """k-subspaces with fixed ranks; returns labels, bases, history."""
+def _refine(x, labels, ranks, ip, rng, max_iter, callback, resume=None):
+    """k-subspaces with fixed ranks; returns labels, the loop and the initial objective.
+    ``resume``: an ``event.state()`` of an interrupted refinement."""
     k = len(ranks)
     norms = ip.sq_norms(x)
     bases = [None] * k
@@ -223,10 +235,21 @@ def _refine(x, labels, ranks, ip, rng, max_iter, callback):
                 r = min(ranks[c], idx.size, x.shape[0])
                 bases[c] = _cluster_pod(x, idx, RankRule("rank", r), ip, rng).arrays["basis"]
 
-    fit()
-    cap = np.stack([_captured(bases[c], x, ip) for c in range(k)])
-    objective = float(np.sum(norms - cap[labels, np.arange(x.shape[1])]))
     moved_total = [0]
+    if resume is None:
+        fit()
+        cap = np.stack([_captured(bases[c], x, ip) for c in range(k)])
+        objective = float(np.sum(norms - cap[labels, np.arange(x.shape[1])]))
+    else:  # an emptied cluster's basis is from earlier labels: it travels in the state
+        saved = resume["refine"]
+        labels = saved["labels"].copy()
+        bases[:] = [None if b is None else b.copy() for b in saved["bases"]]
+        objective, moved_total[0] = saved["initial_objective"], saved["moved"]
+
+    def state():
+        return {"refine": {"labels": labels.copy(), "moved": moved_total[0],
+                           "bases": [None if b is None else b.copy() for b in bases],
+                           "initial_objective": objective}}  # fmt: skip
 
     def sweep(it):
         nonlocal labels
@@ -243,9 +266,9 @@ def _refine(x, labels, ranks, ip, rng, max_iter, callback):
         obj = float(np.sum(np.maximum(norms - cap[labels, np.arange(x.shape[1])], 0.0)))
         return obj, {"moved": moved}
 
-    loop = run_loop(
-        sweep, tol=1e-12, max_iter=max_iter, callback=callback, initial_objective=objective
-    )
+    loop = run_loop(sweep, tol=1e-12, max_iter=max_iter, callback=callback,
+                    initial_objective=objective, state=state,
+                    resume=None if resume is None else resume["loop"])  # fmt: skip
     return labels, loop, objective
 
 
@@ -263,11 +286,14 @@ def local_pod(
     mass=None,
     weights=None,
     callback=None,
+    resume: dict | None = None,
 ) -> Result:
     """Local POD bases of the snapshot matrix ``x`` (n × m); see the module docstring.
 
     ``clusters`` is a K or a sequence/range of K (the best by η is kept); ``groups`` (one
-    label per snapshot) is required by ``grassmann``. Returns a :class:`Result` with
+    label per snapshot) is required by ``grassmann``. ``resume``: an ``event.state()`` of an
+    interrupted run with the same data and parameters (it holds the finished K, the k-medoids
+    restarts or the refinement of the current one, and ``rng``). Returns a :class:`Result` with
     ``basis/<k>``, ``singular_values/<k>``, ``labels`` and ``medoids``.
     """
     if not isinstance(rule, RankRule):
@@ -328,8 +354,35 @@ def local_pod(
     glob = pod(x, rule, mass=ip, method=_basis_method(n, m), rng=rng)
     n_glob = int(glob.rank["value"])
     rows, runs = [], {}
-    for k in ks:
-        run = _one_k(x, d, k, item_of, rule, ip, rng, n_init, refine, max_iter, callback)
+    # what a checkpoint needs besides the inner loop's state: the finished K and the stage
+    outer = {"k_index": 0, "done": [], "stage": "kmedoids", "km": None}
+    done, at = [], None
+    if resume is not None:
+        saved = resume["outer"]
+        done, at = saved["done"], {k: v for k, v in resume.items() if k != "outer"}
+        outer.update(k_index=saved["k_index"], done=list(done), stage=saved["stage"],
+                     km=saved["km"])  # fmt: skip
+        if saved["stage"] == "refine":
+            set_rng_state(rng, saved["rng"])  # the k-medoids draws of this K are behind it
+
+    def with_outer(event):
+        inner = event.state
+        if inner is not None:
+            event = dataclasses.replace(event, state=lambda: {
+                **inner(), "outer": {**copy.deepcopy(outer), "rng": rng_state(rng)}})  # fmt: skip
+        return callback(event)
+
+    cb = None if callback is None else with_outer
+    for i, k in enumerate(ks):
+        if i < len(done):  # finished before the checkpoint: rebuilt without iterating
+            run = _one_k(x, d, k, item_of, rule, ip, rng, n_init, refine, max_iter, cb,
+                         outer, finished=done[i])  # fmt: skip
+        else:
+            outer["k_index"] = i
+            run = _one_k(x, d, k, item_of, rule, ip, rng, n_init, refine, max_iter, cb,
+                         outer, resume=at if i == len(done) else None)  # fmt: skip
+            outer["done"].append({"km": outer["km"], "refined": run["refined"]})
+            outer["stage"], outer["km"] = "kmedoids", None
         sizes, ranks = run["sizes"], run["ranks"]
         eta = float(sum(s / m * r for s, r in zip(sizes, ranks, strict=True)) / n_glob)
         feasible = bool(all(r < s for s, r in zip(sizes, ranks, strict=True)))
@@ -435,8 +488,21 @@ def local_pod(
     )
 
 
-def _one_k(x, d, k, item_of, rule, ip, rng, n_init, refine, max_iter, callback):
-    km = kmedoids(d, k, n_init=n_init, rng=rng, max_iter=max_iter, callback=callback)
+def _one_k(x, d, k, item_of, rule, ip, rng, n_init, refine, max_iter, callback, outer,
+           resume=None, finished=None):  # fmt: skip
+    """One K: k-medoids, a POD per cluster, the optional refinement. ``outer`` (the
+    checkpoint's view of local_pod) follows the stage; ``resume`` continues an interrupted
+    stage; ``finished`` ({"km", "refined"}) rebuilds a K done before a checkpoint."""
+    stage = None if resume is None else outer["stage"]
+    if finished is not None:
+        km = finished["km"]
+    else:
+        if stage == "refine":
+            km = outer["km"]
+        else:
+            km = kmedoids(d, k, n_init=n_init, rng=rng, max_iter=max_iter, callback=callback,
+                          resume=resume)  # fmt: skip
+        outer["stage"], outer["km"] = "refine", km
     labels = km["labels"][item_of]
     out = {
         "objective": km["objective"],
@@ -447,11 +513,20 @@ def _one_k(x, d, k, item_of, rule, ip, rng, n_init, refine, max_iter, callback):
         "medoid_items": km["medoids"],
     }
     results = [_cluster_pod(x, np.flatnonzero(labels == c), rule, ip, rng) for c in range(k)]
+    out["refined"] = None
     if refine:
         ranks = [int(r.rank["value"]) for r in results]
-        labels, loop, init_obj = _refine(x, labels, ranks, ip, rng, max_iter, callback)
-        out["refine_history"] = [{"iteration": 0, "objective": init_obj}] + loop.history
-        out["refine_stop"] = loop.stop_reason
+        if finished is not None:
+            got = finished["refined"]
+            labels, hist, stop = got["labels"].copy(), got["history"], got["stop"]
+        else:
+            again = resume if stage == "refine" else None
+            labels, loop, init_obj = _refine(x, labels, ranks, ip, rng, max_iter, callback,
+                                             resume=again)  # fmt: skip
+            hist = [{"iteration": 0, "objective": init_obj}] + loop.history
+            stop = loop.stop_reason
+        out["refined"] = {"labels": labels.copy(), "history": hist, "stop": stop}
+        out["refine_history"], out["refine_stop"] = hist, stop
         keep = [c for c in range(k) if np.any(labels == c)]
         if len(keep) < k:  # a cluster emptied: renumber the rest
             remap = np.full(k, -1)

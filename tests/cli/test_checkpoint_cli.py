@@ -71,6 +71,13 @@ def _gappy_tensor(tmp_path):
     np.save(tmp_path / "t.npy", x)
 
 
+def _snapshots(tmp_path):
+    rng = np.random.default_rng(1)
+    blocks = [rng.standard_normal((80, 3)) @ rng.standard_normal((3, 20)) for _ in range(3)]
+    x = np.hstack(blocks) * rng.uniform(0.1, 10, 60) + 0.3 * rng.standard_normal((80, 60))
+    np.save(tmp_path / "s.npy", x)
+
+
 # every iterative command: (input maker, arguments without -o, a sweep to stop at)
 ITERATIVE = {
     "nmf": (_matrix, NMF, 7),
@@ -87,6 +94,8 @@ ITERATIVE = {
                                          "--tol", "0"], 5),
     "complete cp": (_gappy_tensor, ["complete", "t.npy", "--rank", "3", "--n-init", "2",
                                     "--max-iter", "8", "--tol", "0"], 6),
+    "rob local": (_snapshots, ["rob", "local", "s.npy", "--rank", "3", "--clusters", "2:4",
+                               "--n-init", "3", "--refine", "--max-iter", "10"], 2),
     "cp --nonneg": (_tensor, ["cp", "t.npy", "--rank", "3", "--nonneg", "--tol", "0",
                               "--max-iter", "20"], 5),
 }  # fmt: skip

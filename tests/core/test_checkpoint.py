@@ -219,3 +219,47 @@ def test_tensor_completion_resumes_to_the_same_bytes(tmp_path):
                                            resume=resume)  # fmt: skip
 
     check_resume(run, tmp_path, iteration=5, restart=1)
+
+
+def _local_snapshots():
+    """Noisy snapshots from three random subspaces, randomly scaled: the k-subspaces
+    refinement moves some of them (two refinement sweeps at K = 2 and 3)."""
+    rng = np.random.default_rng(1)
+    blocks = [rng.standard_normal((80, 3)) @ rng.standard_normal((3, 20)) for _ in range(3)]
+    return np.hstack(blocks) * rng.uniform(0.1, 10, 60) + 0.3 * rng.standard_normal((80, 60))
+
+
+@pytest.mark.parametrize(
+    "refine, nth, refine_event",
+    [
+        (False, 6, False),  # k-medoids restarts of the second K (3 restarts × ≥ 2 sweeps)
+        (True, 4, True),  # the second refinement sweep of the second K
+    ],
+)
+def test_local_pod_resumes_to_the_same_bytes(tmp_path, refine, nth, refine_event):
+    from rankwise.core import local
+    from rankwise.core.pod import rule_from
+
+    x = _local_snapshots()
+
+    def run(callback, resume):
+        return local.local_pod(x, rule_from(rank=3), clusters=[2, 3, 4], n_init=3,
+                               refine=refine, max_iter=10, rng=np.random.default_rng(8),
+                               callback=callback, resume=resume)  # fmt: skip
+
+    full = run(None, None)
+    path = tmp_path / "state.npz"
+    seen = []
+
+    def cb(event):
+        if ("restart" not in event.extras) == refine_event:
+            seen.append(event.iteration)
+            if len(seen) == nth:
+                _save(event.state(), path)
+                raise _Stop
+
+    with pytest.raises(_Stop):
+        run(cb, None)
+    resumed = run(None, _load(path))
+    _same(full, resumed)
+    assert _load(path)["outer"]["k_index"] == 1
