@@ -304,6 +304,13 @@ def pod(
             need = core.estimate_bytes(handle.shape, handle.dtype, method=method.value,
                                        center=center, rank=k)  # fmt: skip
             streaming = bool(streamable and snapshots == Layout.columns and need > run.budget)
+            if streaming and method.value not in ("auto", "snapshots"):
+                from rankwise.core.errors import BudgetError, human_bytes
+
+                raise BudgetError(f"rob pod --method {method.value} needs the snapshots in "
+                                  f"memory (about {human_bytes(need)}) but the memory budget is "
+                                  f"{human_bytes(run.budget)}; the method of snapshots "
+                                  "streams")  # fmt: skip
         if streaming:
             data = handle
             hasher = formats.Fingerprinter(handle.dtype, handle.shape, sparse=False)

@@ -318,6 +318,13 @@ def tucker(
             raise CliUsageError(f"{'--budget' if budget is not None else '--method hooi'} "
                                 "needs the tensor in memory; --streaming supports --ranks "
                                 "and --tol")  # fmt: skip
+        if (budget is not None or hooi) and streaming is None and need > run.budget:
+            from rankwise.core.errors import BudgetError, human_bytes
+
+            what = "--budget" if budget is not None else "--method hooi"
+            raise BudgetError(f"tucker {what} needs the tensor in memory (about "
+                              f"{human_bytes(need)}) but the memory budget is "
+                              f"{human_bytes(run.budget)}; --ranks and --tol stream")  # fmt: skip
         run.prepare_outputs(output)
         data, hasher = _source(run, handle, method="tucker", streaming=streaming,
                                in_memory_need=need)  # fmt: skip
