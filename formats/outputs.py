@@ -16,7 +16,7 @@ from typing import Any, NoReturn
 
 import numpy as np
 
-from .atomic import commit, remove, staging_path, sync
+from .atomic import clean_stale, commit, fsync_path, pause_point, remove, staging_path, sync
 from .detect import detect_format, is_zarr_store
 from .dtypes import ACCEPTED_KINDS, dtype_name
 from .errors import FormatsError, OutputError, StorageError, UsageError
@@ -49,8 +49,15 @@ def _overlaps(out: Path, inp: Path) -> bool:
     return ri.startswith(ro.rstrip(os.sep) + os.sep) or ro.startswith(ri.rstrip(os.sep) + os.sep)
 
 
-def check_target(path: PathLike, *, force: bool, inputs: Iterable[PathLike | URI] = ()) -> Path:
-    """Checks shared by every output (no extension check)."""
+def check_target(
+    path: PathLike,
+    *,
+    force: bool,
+    inputs: Iterable[PathLike | URI] = (),
+    report: PathLike | None = None,
+) -> Path:
+    """Checks shared by every output (no extension check). `report`: the path of the report
+    that describes this output, to explain an existing output that has none."""
     final = Path(os.path.abspath(os.fspath(path)))
     parent = final.parent
     if not parent.is_dir():
@@ -61,13 +68,28 @@ def check_target(path: PathLike, *, force: bool, inputs: Iterable[PathLike | URI
         inp = _input_path(item)
         if _overlaps(final, inp):
             raise OutputError(f"{final}: would overwrite the input {inp} (even with --force)")
+    clean_stale(final)  # first: it may put back an output a killed run had moved aside
     if os.path.lexists(final) and not force:
+        if report is not None and not os.path.lexists(report):
+            # The output is committed before its report: a SIGKILL between the two renames
+            # (or a deleted report) leaves an output that nothing certifies.
+            raise OutputError(
+                f"{final}: already exists without its report {report} (an earlier run may "
+                "have been killed before writing it); pass --force to replace it"
+            )
         raise OutputError(f"{final}: already exists (pass --force to replace it)")
     return final
 
 
-def check_output(path: PathLike, *, force: bool, inputs: Iterable[PathLike | URI] = ()) -> Path:
-    """Validate an output path BEFORE computing; returns it as an absolute Path."""
+def check_output(
+    path: PathLike,
+    *,
+    force: bool,
+    inputs: Iterable[PathLike | URI] = (),
+    report: PathLike | None = None,
+) -> Path:
+    """Validate an output path BEFORE computing; returns it as an absolute Path. `report` is
+    the report that goes with it (named in the error when the output exists without it)."""
     suffix = Path(os.fspath(path)).suffix.lower()
     fmt = OUTPUT_EXTENSIONS.get(suffix)
     if fmt is None:
@@ -75,7 +97,7 @@ def check_output(path: PathLike, *, force: bool, inputs: Iterable[PathLike | URI
             f"{path}: unknown output extension {suffix or '(none)'!r}; "
             f"use one of {', '.join(OUTPUT_EXTENSIONS)}"
         )
-    final = check_target(path, force=force, inputs=inputs)
+    final = check_target(path, force=force, inputs=inputs, report=report)
     if os.path.lexists(final) and not final.is_symlink():
         if fmt == "zarr" and final.is_dir() and not is_zarr_store(final):
             # --force must not wipe an arbitrary directory that merely ends in .zarr
@@ -225,19 +247,34 @@ class Staged:
         self.state = "discarded"
         self._cleanup()  # runs once; later calls do nothing
 
-    def _commit(self) -> None:
+    def _commit(self, *, sync_parent: bool = True) -> None:
         """Move into place; the caller defers signals. On failure the staging path is removed."""
         if self.state == "committed":
             return
         if self.state == "discarded":
             raise ValueError(f"{self.path}: the staged output was discarded, cannot commit it")
         try:
-            commit(self.staging, self.path, force=self.force, is_dir=self.is_dir)
+            commit(
+                self.staging, self.path, force=self.force, is_dir=self.is_dir,
+                sync_parent=sync_parent,
+            )  # fmt: skip
         except BaseException as exc:
             self.discard()
             _raise_mapped(self.path, exc)
         self.state = "committed"
         self._cleanup.detach()
+
+    def _drop_replaced(self) -> None:
+        """With force, remove the file this one replaces before the group's first rename."""
+        if self.state != "staged" or not self.force or self.is_dir:
+            return
+        if os.path.lexists(self.path) and not (self.path.is_dir() and not self.path.is_symlink()):
+            try:
+                os.unlink(self.path)
+            except FileNotFoundError:
+                pass
+            except BaseException as exc:
+                _raise_mapped(self.path, exc)
 
     def __enter__(self) -> Staged:
         return self
@@ -253,22 +290,45 @@ def commit_all(staged: Sequence[Staged]) -> None:
     """Commit staged outputs in order, as one group for signals.
 
     SIGINT/SIGTERM arriving while the group commits are delivered after the last commit, so an
-    interrupt never leaves the first output committed without the others. If a commit raises,
-    the outputs not yet committed are discarded and the exception propagates (the ones already
-    committed stay: a rename cannot be taken back safely).
+    interrupt never leaves the first output committed without the others (one pending before
+    the group starts is delivered before anything is renamed). If a commit raises, the outputs
+    not yet committed are discarded and the exception propagates (the ones already committed
+    stay: a rename cannot be taken back safely). An exception raised by a signal delivered
+    after every commit carries `rankwise_committed`, the committed paths.
+
+    Later items describe earlier ones (a report its output). Only a SIGKILL or a crash can
+    stop the group between two renames; so that what it leaves is never a mismatched pair,
+    the renames run back to back (directories are synced once after them) and, with force,
+    files that later items replace are removed before the first rename: an old report is
+    never left next to a new output (an output may be left without its report).
     """
     items = list(staged)
     for item in items:
         if item.state == "discarded":
             raise ValueError(f"{item.path}: the staged output was discarded, cannot commit it")
-    with _DeferredSignals():
-        try:
-            for item in items:
-                item._commit()
-        except BaseException:
-            for item in items:
-                item.discard()  # does nothing for the committed ones
-            raise
+    pause_point("staged")  # test-only (atomic.pause_point)
+    try:
+        with _DeferredSignals():
+            try:
+                for item in items[1:]:
+                    item._drop_replaced()
+                for i, item in enumerate(items):
+                    if i == 1:
+                        pause_point("between-commits")  # test-only
+                    item._commit(sync_parent=False)
+                for parent in dict.fromkeys(item.path.parent for item in items):
+                    try:
+                        fsync_path(parent)
+                    except BaseException as exc:
+                        _raise_mapped(parent, exc)
+            except BaseException:
+                for item in items:
+                    item.discard()  # does nothing for the committed ones
+                raise
+    except BaseException as exc:
+        if items and all(item.committed for item in items):
+            exc.rankwise_committed = [str(item.path) for item in items]  # type: ignore[attr-defined]
+        raise
 
 
 def _stage(final: Path, fill: Any, *, force: bool, is_dir: bool, info: dict[str, Any]) -> Staged:
@@ -276,7 +336,12 @@ def _stage(final: Path, fill: Any, *, force: bool, is_dir: bool, info: dict[str,
     staged = Staged(final, force=force, is_dir=is_dir, info=info)
     try:
         with _DeferredSignals() as signals:
-            fill(staged.staging, signals.checkpoint)
+
+            def checkpoint() -> None:  # called by the writers after each array
+                pause_point("output-partial")  # test-only (atomic.pause_point)
+                signals.checkpoint()
+
+            fill(staged.staging, checkpoint)
             signals.checkpoint()
             sync(staged.staging, is_dir=is_dir)
     except BaseException as exc:  # incl. a KeyboardInterrupt delivered when the block ends

@@ -92,11 +92,47 @@ def test_failure_while_committing(tmp_path, monkeypatch, ext):
     assert snapshot(tmp_path) == before
 
 
+def test_zarr_exchange_failure_keeps_the_old_store(tmp_path, monkeypatch):
+    out = tmp_path / "out.zarr"
+    F.write(out, {"old": np.arange(5.0)}, {})
+    before = snapshot(tmp_path)
+
+    def exchange(a, b):
+        raise OSError(errno.EIO, "Input/output error")
+
+    monkeypatch.setattr(atomic, "_exchange", exchange)
+    with pytest.raises(F.StorageError):
+        F.write(out, ARRAYS, {}, force=True)
+    assert snapshot(tmp_path) == before
+
+
+def test_zarr_swap_is_one_exchange_where_supported(tmp_path, monkeypatch):
+    # ext4/tmpfs/xfs/btrfs support RENAME_EXCHANGE: no moment without a store at `out`.
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    (tmp_path / "a" / "x").write_bytes(b"")
+    if not atomic._exchange(tmp_path / "a", tmp_path / "b"):
+        pytest.skip("no RENAME_EXCHANGE on this file system")
+    assert os.listdir(tmp_path / "b") == ["x"] and os.listdir(tmp_path / "a") == []
+    for d in ("a", "b"):
+        atomic.remove(tmp_path / d)
+    out = tmp_path / "out.zarr"
+    F.write(out, {"old": np.arange(5.0)}, {})
+    renames = []
+    real_rename = os.rename
+    monkeypatch.setattr(atomic.os, "rename", lambda a, b: (renames.append(a), real_rename(a, b)))
+    F.write(out, ARRAYS, {}, force=True)
+    assert renames == []  # the swap alone put the new store in place
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out.zarr"]  # old store removed
+    assert F.read_result(out)[0]["U"].tolist() == ARRAYS["U"].tolist()
+
+
 def test_zarr_swap_failure_restores_the_old_store(tmp_path, monkeypatch):
     out = tmp_path / "out.zarr"
     F.write(out, {"old": np.arange(5.0)}, {})
     before = snapshot(tmp_path)
     real_rename = os.rename
+    monkeypatch.setattr(atomic, "_exchange", lambda a, b: False)  # e.g. NFS: two renames
 
     def rename(src, dst):
         if atomic.STAGING_TAG in str(src):  # moving the new store into place fails
@@ -268,3 +304,123 @@ def test_sigint_mid_write_removes_the_staging_path(tmp_path, ext):
     result = _interrupt_mid_write(tmp_path, out, signal.SIGINT)
     assert result.returncode != 0 and "KeyboardInterrupt" in result.stderr
     assert snapshot(tmp_path) == before  # old output intact, no staging leftovers
+
+
+# -- leftovers of killed runs ----------------------------------------------------------------
+
+
+def _dead_pid() -> int:
+    proc = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                          capture_output=True, text=True, check=True)  # fmt: skip
+    return int(proc.stdout)  # reaped: no process has this pid now (barring reuse)
+
+
+def _leftover(directory: Path, final: str, tag: str, pid: int, host: str, *, is_dir=False):
+    path = directory / f".{final}{tag}{pid}-{host}-{'00c0ffee' if is_dir else '0badc0de'}"
+    if is_dir:
+        (path / "c").mkdir(parents=True)
+        (path / "c" / "0").write_bytes(b"partial chunk")
+    else:
+        path.write_bytes(b"partial")
+    return path.name
+
+
+def test_the_next_write_removes_only_dead_runs_leftovers(tmp_path):
+    dead, host = _dead_pid(), atomic.HOST_TAG
+    other_host = "0" * 8 if host != "0" * 8 else "1" * 8
+    stale = [
+        _leftover(tmp_path, "out.h5", atomic.STAGING_TAG, dead, host),
+        _leftover(tmp_path, "out.h5", atomic.STAGING_TAG, dead, host, is_dir=True),
+    ]
+    kept = [
+        _leftover(tmp_path, "out.h5", atomic.STAGING_TAG, os.getppid(), host),  # alive
+        _leftover(tmp_path, "out.h5", atomic.STAGING_TAG, dead, other_host),  # another node
+        _leftover(tmp_path, "other.h5", atomic.STAGING_TAG, dead, host),  # another output
+        f".out.h5{atomic.STAGING_TAG}{dead}-0badc0de",  # not our pattern
+        f".out.h5{atomic.STAGING_TAG}x",
+        f"out.h5{atomic.STAGING_TAG}{dead}-{host}-0badc0de",  # no leading dot
+    ]
+    for name in kept[3:]:
+        (tmp_path / name).write_bytes(b"someone's")
+    before = {k: v for k, v in snapshot(tmp_path).items() if k.startswith(tuple(kept))}
+    F.check_output(tmp_path / "out.h5", force=False)  # before computing, in the CLI
+    assert not any(os.path.lexists(tmp_path / n) for n in stale)
+    (tmp_path / stale[0]).write_bytes(b"partial")  # again: where a staging path is made
+    atomic.staging_path(tmp_path / "out.h5")  # (also for plot and checkpoints)
+    assert not os.path.lexists(tmp_path / stale[0])
+    F.write(tmp_path / "out.h5", ARRAYS, {})
+    after = snapshot(tmp_path)
+    assert not any(os.path.lexists(tmp_path / n) for n in stale)
+    assert {k: v for k, v in after.items() if k.startswith(tuple(kept))} == before
+    assert set(after) == {*before, "out.h5"}
+
+
+def test_a_store_moved_aside_by_a_cut_swap_is_put_back(tmp_path):
+    dead, host = _dead_pid(), atomic.HOST_TAG
+    out = tmp_path / "out.zarr"
+    F.write(tmp_path / "old.zarr", {"old": np.arange(5.0)}, {"kind": "old"})
+    aside = tmp_path / f".out.zarr{atomic.OLD_TAG}{dead}-{host}-0badc0de"
+    os.rename(tmp_path / "old.zarr", aside)
+    with pytest.raises(F.OutputError, match="already exists"):  # it is the committed output
+        F.check_output(out, force=False)
+    assert F.read_result(out)[1] == {"kind": "old"} and not os.path.lexists(aside)
+    # With a store at the final path, a leftover old store is only removed.
+    F.write(tmp_path / "old.zarr", {"old": np.arange(5.0)}, {"kind": "old"})
+    os.rename(tmp_path / "old.zarr", aside)
+    F.check_output(out, force=True)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out.zarr"]
+
+
+SWAP = """
+import sys
+import numpy as np
+import rankwise.formats as F
+from rankwise.formats import atomic
+atomic._exchange = lambda a, b: False  # a file system without RENAME_EXCHANGE (NFS)
+F.write(sys.argv[1], {"new": np.ones(3)}, {"kind": "new"}, force=True)
+"""
+
+
+def test_sigkill_between_the_two_renames_of_a_swap(tmp_path):
+    out = tmp_path / "out.zarr"
+    F.write(out, {"old": np.arange(5.0)}, {"kind": "old"})
+    before = snapshot(tmp_path)
+    env = {**os.environ, atomic.PAUSE_ENV: "dir-swap"}
+    proc = subprocess.Popen([sys.executable, "-c", SWAP, str(out)], env=env,
+                            stderr=subprocess.PIPE, text=True)  # fmt: skip
+    try:
+        deadline = time.monotonic() + 120
+        while _state(proc.pid) != "T":  # stopped itself between the renames
+            assert proc.poll() is None, proc.stderr.read()
+            assert time.monotonic() < deadline, "never reached the swap"
+            time.sleep(0.005)
+        proc.kill()
+        proc.wait()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert not os.path.lexists(out)  # the one moment the final path is empty...
+    F.check_output(out, force=True)  # ...until the next run puts the old store back
+    assert snapshot(tmp_path) == before
+
+
+def _state(pid: int) -> str | None:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()[0]
+    except FileNotFoundError:
+        return None
+
+
+def test_pause_point_does_nothing_unless_named(monkeypatch):
+    sent = []
+    monkeypatch.setattr(atomic.os, "kill", lambda pid, sig: sent.append(sig))
+    monkeypatch.setattr(atomic, "_paused", set())
+    monkeypatch.delenv(atomic.PAUSE_ENV, raising=False)
+    atomic.pause_point("staged")
+    monkeypatch.setenv(atomic.PAUSE_ENV, "between-commits")
+    atomic.pause_point("staged")
+    assert sent == []
+    atomic.pause_point("between-commits")
+    atomic.pause_point("between-commits")  # once per process
+    assert sent == [signal.SIGSTOP]

@@ -125,6 +125,66 @@ def test_force_replaces_only_at_commit(tmp_path):
     assert names(tmp_path) == sorted([out.name, report.name])
 
 
+@pytest.mark.parametrize("ext", EXTS)
+def test_force_removes_the_old_report_before_the_output_is_replaced(tmp_path, monkeypatch, ext):
+    # Only a SIGKILL can stop the group between its renames; what it leaves must never be a
+    # new output next to the old report (which describes other arrays).
+    out, report = paths(tmp_path, ext)
+    F.write(out, {"old": np.zeros(2)}, {})
+    report.write_text("old report\n")
+    seen = []
+    real = outputs.commit
+
+    def commit(staging, final, **kw):
+        seen.append((final.name, os.path.lexists(report)))
+        real(staging, final, **kw)
+
+    monkeypatch.setattr(outputs, "commit", commit)
+    F.commit_all([F.stage(out, ARRAYS, {}, force=True), F.stage_json(report, REPORT, force=True)])
+    assert seen == [(out.name, False), (report.name, False)]
+    assert_committed(out, report)
+    assert names(tmp_path) == sorted([out.name, report.name])
+
+
+def test_the_renames_run_back_to_back_then_the_directories_are_synced(tmp_path, monkeypatch):
+    out = tmp_path / "result.h5"
+    (tmp_path / "reports").mkdir()
+    report = tmp_path / "reports" / "r.json"
+    events = []
+    real_commit, real_fsync = outputs.commit, outputs.fsync_path
+
+    def commit(staging, final, **kw):
+        events.append(("rename", final.name, kw.get("sync_parent", True)))
+        real_commit(staging, final, **kw)
+
+    def fsync(path):
+        events.append(("fsync", Path(path)))
+        real_fsync(path)
+
+    staged = [F.stage(out, ARRAYS, {}), F.stage_json(report, REPORT)]
+    monkeypatch.setattr(outputs, "commit", commit)
+    monkeypatch.setattr(outputs, "fsync_path", fsync)
+    F.commit_all(staged)
+    assert events == [
+        ("rename", out.name, False),
+        ("rename", report.name, False),
+        ("fsync", tmp_path),
+        ("fsync", tmp_path / "reports"),
+    ]
+    assert_committed(out, report)
+
+
+def test_an_output_without_its_report_is_named_as_such(tmp_path):
+    out, report = paths(tmp_path)
+    F.write(out, ARRAYS, {})  # e.g. a run killed between its two renames
+    with pytest.raises(F.OutputError, match="without its report .*--force"):
+        F.check_output(out, force=False, report=report)
+    F.write_json(report, REPORT)
+    with pytest.raises(F.OutputError, match=r"already exists \(pass --force"):
+        F.check_output(out, force=False, report=report)
+    assert F.check_output(out, force=True, report=report) == out
+
+
 def test_stage_json_refuses_to_overwrite_an_input(tmp_path):
     np.save(tmp_path / "in.npy", np.ones(3))
     with pytest.raises(F.OutputError, match="would overwrite the input"):
@@ -300,8 +360,10 @@ def test_default_sigint_between_the_commits_raises_after_both(tmp_path, monkeypa
     out, report = paths(tmp_path, ".h5")
     with F.stage(out, ARRAYS, {}) as s_out, F.stage_json(report, REPORT) as s_rep:
         _signal_after_first_commit(monkeypatch, out, signal.SIGINT)
-        with pytest.raises(KeyboardInterrupt):
+        with pytest.raises(KeyboardInterrupt) as exc:
             F.commit_all([s_out, s_rep])
+    # The CLI can tell "interrupted after writing both" from "nothing was written".
+    assert exc.value.rankwise_committed == [str(out), str(report)]
     assert_committed(out, report)
     assert names(tmp_path) == sorted([out.name, report.name])
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
