@@ -237,6 +237,20 @@ def _test_signal(moment: str) -> None:
             os.kill(os.getpid(), getattr(signal, name))
 
 
+def source_identity(handle) -> str:
+    """A streamed input's identity without reading it: path, key, shape, dtype, and the
+    size and modification time of its file(s) (every file of a Zarr store)."""
+    import hashlib
+    import os
+
+    path = Path(handle.uri.path).resolve()
+    files = [path] if not path.is_dir() else sorted(p for p in path.rglob("*") if p.is_file())
+    stats = [(str(p.relative_to(path)) if p != path else "", os.stat(p).st_size,
+              os.stat(p).st_mtime_ns) for p in files]  # fmt: skip
+    text = json.dumps([str(path), handle.uri.key, list(handle.shape), str(handle.dtype), stats])
+    return "stat-sha256:" + hashlib.sha256(text.encode()).hexdigest()
+
+
 class Checkpointer:
     """Saves and loads one command's checkpoints; hands the solver its callback."""
 

@@ -8,6 +8,7 @@ from typing import Annotated
 import typer
 
 from . import options as opt
+from .checkpoint import CheckpointOptions, with_checkpoint
 from .engine import Engine, EngineOptions, with_engine
 from .errors import CliUsageError
 from .run import Common, Run, guarded
@@ -41,6 +42,7 @@ def rank_rule(rank, tol, energy, rel_sv, *, extra: str | None = None):
 
 @opt.with_common
 @with_engine
+@with_checkpoint
 def svd(
     uri: opt.InputURI,
     output: opt.Output,
@@ -148,6 +150,7 @@ def svd(
     ] = None,
     eng: EngineOptions = None,  # the engine options, from @with_engine
     common: Common = None,  # the shared options, from @opt.with_common
+    checkpointing: CheckpointOptions = None,  # from @with_checkpoint (streaming only)
 ) -> None:
     """Truncated SVD / PCA: A ≈ U·diag(S)·Vt, written as U, S, Vt (and mean with --center)."""
     with guarded("svd", common.debug):
@@ -165,6 +168,7 @@ def svd(
             if method in (SVDMethod.lanczos, SVDMethod.streaming):
                 raise CliUsageError(f"--method {method.value} runs on the local engine; with "
                                     "--engine dask use auto, exact or randomized")  # fmt: skip
+            checkpointing.not_applicable(NOT_STREAMING)
             run = Run("svd", common)
             _svd_dask(run, uri, output, rule, method.value, oversample, power_iters, eng)
             return
@@ -175,6 +179,8 @@ def svd(
             raise CliUsageError("--iter-tol and --max-iter apply to --weights only")
         oversample = 10 if oversample is None else oversample
         run = Run("svd", common)
+        if weights is not None or row_weights is not None or col_weights is not None:
+            checkpointing.not_applicable(NOT_STREAMING)
         if weights is not None:
             _elementwise(run, uri, output, rule, weights, 1e-7 if iter_tol is None else iter_tol,
                          500 if max_iter is None else max_iter)  # fmt: skip
@@ -183,7 +189,7 @@ def svd(
                       oversample, power_iters, block_size, spectral_iters)  # fmt: skip
         else:
             _svd(run, uri, output, rule, method.value, center, oversample, power_iters,
-                 block_size, spectral_iters)  # fmt: skip
+                 block_size, spectral_iters, checkpointing)  # fmt: skip
 
 
 def _check_weighted(rule, method, center, row_weights, col_weights, weights, block_size,
@@ -214,8 +220,14 @@ def _check_weighted(rule, method, center, row_weights, col_weights, weights, blo
 STREAMABLE_FORMATS = ("hdf5", "zarr", "npy")
 
 
+NOT_STREAMING = (
+    "checkpoints apply to the streaming method on the local engine (the other "
+    "methods hold the data in memory and finish in one go)"
+)
+
+
 def _svd(run: Run, uri, output, rule, method, center, oversample, power_iters, block_size,
-         spectral_iters):  # fmt: skip
+         spectral_iters, checkpointing):  # fmt: skip
     import numpy as np
 
     from rankwise import formats
@@ -232,29 +244,34 @@ def _svd(run: Run, uri, output, rule, method, center, oversample, power_iters, b
         nnz=handle.nnz, center=center, oversample=oversample, max_memory=run.budget,
         streamable=streamable, chunk_rows=chunk_rows,
     )  # fmt: skip
-    fingerprint = None
+    fingerprint = ck = resume = None
+    callback = on_step = _on_step(run)
     if plan.method == "streaming":
         # The data never sits in memory: hash it during the first pass over the file.
         data = handle
         hasher = formats.Fingerprinter(handle.dtype, handle.shape, sparse=False)
         on_first_pass = lambda start, block: hasher.update(block)  # noqa: E731
+        ck, callback, resume, fingerprint = _streaming_checkpoints(
+            run, checkpointing, handle, hasher, on_step,
+            {"rule": [rule.kind, rule.value], "method": method, "center": center,
+             "oversample": oversample, "power_iters": power_iters,
+             "block_size": block_size, "spectral_iters": spectral_iters})  # fmt: skip
     else:
+        checkpointing.not_applicable(NOT_STREAMING)
         data = run.load(handle, method="svd")
         on_first_pass = hasher = None
-
-    def on_step(event):
-        size = event.get("basis_size", event.get("rank", ""))
-        run.progress(f"basis {size}, error {event.get('relative_error', float('nan')):.3g}")
-        return False
 
     with run.compute(f"svd ({plan.method})"):
         res = core_svd.truncated_svd(
             data, rule, method=method, planned=plan, center=center,
             rng=np.random.default_rng(run.common.seed), oversample=oversample,
             power_iters=power_iters, block_size=block_size, max_memory=run.budget,
-            spectral_iters=spectral_iters, on_first_pass=on_first_pass, callback=on_step,
+            spectral_iters=spectral_iters, on_first_pass=on_first_pass, callback=callback,
+            resume=resume,
         )  # fmt: skip
-    if hasher is not None:
+    if ck is not None:
+        ck.solved()
+    if hasher is not None and fingerprint is None:
         fingerprint = hasher.hexdigest()
     parameters = _parameters(rule, method, center=center, oversample=oversample, res=res)
     err = res.metrics["relative_frobenius_error"]
@@ -263,6 +280,48 @@ def _svd(run: Run, uri, output, rule, method, center, oversample, power_iters, b
     run.commit(res, handle=handle, data=data, fingerprint=fingerprint, requested=method,
                parameters=parameters, summary=summary,
                attrs={"rank": int(res.rank["value"]), "method": res.method})  # fmt: skip
+    if ck is not None:
+        ck.done()
+
+
+def _on_step(run: Run):
+    def on_step(event):
+        size = event.get("basis_size", event.get("rank", ""))
+        run.progress(f"basis {size}, error {event.get('relative_error', float('nan')):.3g}")
+        return False
+
+    return on_step
+
+
+def _streaming_checkpoints(run: Run, checkpointing, handle, hasher, on_step, parameters):
+    """(checkpointer, callback, resume state, fingerprint or None) of a streaming run.
+
+    A streamed input is bound by its file identity (path, size, modification time, shape,
+    dtype): rehashing it would cost a pass. Its content fingerprint, hashed in the first
+    pass, travels in the checkpoint, since a resumed run does not redo that pass."""
+    from rankwise.core.loop import LoopEvent
+
+    from . import checkpoint as checkpoints
+
+    ck = checkpoints.start(run, checkpointing, data=None, parameters=parameters,
+                           fingerprint=checkpoints.source_identity(handle))  # fmt: skip
+    resume, fingerprint = ck.state, None
+    if resume is not None:
+        resume = dict(resume)
+        fingerprint = resume.pop("content_fingerprint")
+    saved = fingerprint
+    inner = ck.callback(None)
+
+    def callback(ev):
+        on_step(ev)
+        state = ev["state"]
+
+        def full_state():
+            return {**state(), "content_fingerprint": saved or hasher.hexdigest()}
+
+        return inner(LoopEvent(ev["pass"], ev["relative_error"], None, 0.0, ev, full_state))
+
+    return ck, callback, resume, fingerprint
 
 
 def _svd_dask(run: Run, uri, output, rule, method, oversample, power_iters, eng):

@@ -8,11 +8,13 @@ factor finishes the job in :mod:`rankwise.core.svd`.
 
 from __future__ import annotations
 
+import copy
 import math
 from dataclasses import dataclass, field
 
 import numpy as np
 
+from .checkpoint import rng_state, set_rng_state
 from .errors import BudgetError
 from .linalg import eps, orth
 from .rank import RankRule, Spectrum, select_rank
@@ -226,7 +228,8 @@ def adaptive_qb(
 
 
 def streaming(op, rule: RankRule, *, oversample: int, power_iters: int | None, rng,
-              center: bool, max_memory: int | None, warnings: list, callback=None):  # fmt: skip
+              center: bool, max_memory: int | None, warnings: list, callback=None,
+              resume: dict | None = None):  # fmt: skip
     """Subspace iteration on the Gram operator, one pass over the data per iteration.
 
     Every pass over the row blocks computes ``Y = A W`` and ``Z = AᵀY = AᵀA W`` together,
@@ -235,6 +238,11 @@ def streaming(op, rule: RankRule, *, oversample: int, power_iters: int | None, r
     checks the data. Rayleigh–Ritz values ``eig(WᵀZ) = σ(AW)²`` give the error of
     ``A ≈ (AW)Wᵀ`` after every pass for free. With an accuracy rule the basis doubles until
     the rule is met. Centring is applied implicitly: ``A_cᵀA_c W = AᵀAW − μ (1ᵀAW)``.
+
+    After every pass but the last, ``callback(event)`` gets the event dict with
+    ``event["state"]()``: what continues the run from there (the sketch, the pass counters,
+    the statistics of the first pass, ``rng``). ``resume`` (such a state, on the same
+    unchanged source) continues without redoing the passes behind it, to the same bytes.
     """
     import scipy.linalg as sla
 
@@ -245,21 +253,31 @@ def streaming(op, rule: RankRule, *, oversample: int, power_iters: int | None, r
     ell = min(r, fixed_k + oversample if fixed_k else max(32, oversample))
     adaptive = power_iters is None
     limit = MAX_POWER_ITERS if adaptive else int(power_iters)
-    omega = gaussian(rng, (n, ell), dt)
-    with np.errstate(over="ignore", invalid="ignore"):  # extreme data is redone scaled
-        z, _, ysum, stats = op.gram_pass(omega, stats=True)
-    scale = power_of_two_scale(stats.amax)
-    if scale != 1.0:  # squares overflow or underflow: redo the pass on exactly scaled data
-        op.scale = scale
-        rule = rule.scaled(scale)
-        z, _, ysum, stats = op.gram_pass(omega, stats=True)
-    mean = stats.mean if center else None
-    total = stats.centered_sq if center else stats.raw_sq
-    if center:
-        z -= np.outer(mean, ysum).astype(z.dtype)
-    w = orth(z)
-    history: list = []
-    prev, it, grown = None, 0, 0
+    if resume is None:
+        omega = gaussian(rng, (n, ell), dt)
+        with np.errstate(over="ignore", invalid="ignore"):  # extreme data is redone scaled
+            z, _, ysum, stats = op.gram_pass(omega, stats=True)
+        scale = power_of_two_scale(stats.amax)
+        if scale != 1.0:  # squares overflow or underflow: redo the pass on exactly scaled data
+            op.scale = scale
+            rule = rule.scaled(scale)
+            z, _, ysum, stats = op.gram_pass(omega, stats=True)
+        mean = stats.mean if center else None
+        total = stats.centered_sq if center else stats.raw_sq
+        if center:
+            z -= np.outer(mean, ysum).astype(z.dtype)
+        w = orth(z)
+        history: list = []
+        prev, it, grown = None, 0, 0
+    else:  # the state after a callback: as if "prev = err; w = orth(z); it += 1" just ran
+        op.passes, op.bytes_read, op.scale = resume["passes"], resume["bytes_read"], resume["scale"]
+        op.pass_seconds, op._checked = list(resume["pass_seconds"]), True
+        if op.scale != 1.0:
+            rule = rule.scaled(op.scale)
+        mean, total, history = resume["mean"], resume["total"], resume["history"]
+        prev, it, grown = resume["err"], resume["it"] + 1, resume["grown"]
+        w = orth(resume["z"].copy())
+        set_rng_state(rng, resume["rng"])
     stop, converged = "", True
     y = None
     while True:
@@ -293,9 +311,18 @@ def streaming(op, rule: RankRule, *, oversample: int, power_iters: int | None, r
             what = "rule met" if fixed_k is None else "error estimate settled"
             stop = f"{what} after pass {op.passes}"
             break
-        if callback is not None and callback(dict(event)):
-            stop, converged = "stopped by callback", False
-            break
+        if callback is not None:
+
+            def state(_z=z, _err=err, _it=it, _grown=grown):
+                return {"z": _z.copy(), "err": _err, "it": _it, "grown": _grown, "mean": mean,
+                        "total": total, "history": copy.deepcopy(history),
+                        "passes": op.passes, "bytes_read": int(op.bytes_read),
+                        "pass_seconds": list(op.pass_seconds), "scale": op.scale,
+                        "rng": rng_state(rng)}  # fmt: skip
+
+            if callback({**event, "state": state}):
+                stop, converged = "stopped by callback", False
+                break
         prev = err
         w = orth(z)
         it += 1

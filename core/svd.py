@@ -266,7 +266,8 @@ def truncated_svd(a, rule: RankRule, *, method: str = "auto", center: bool = Fal
                   power_iters: int | None = None, block_size: int | None = None,
                   max_memory: int | None = None, spectral_iters: int | None = None,
                   block_rows: int | None = None, on_first_pass=None, callback=None,
-                  planned: Plan | None = None) -> SVDResult:  # fmt: skip
+                  planned: Plan | None = None,
+                  resume: dict | None = None) -> SVDResult:  # fmt: skip
     """Truncated SVD of a dense array, a sparse matrix or a row-block source.
 
     A row-block source (anything with ``shape``, ``dtype`` and ``iter_blocks(rows)``, such
@@ -278,7 +279,8 @@ def truncated_svd(a, rule: RankRule, *, method: str = "auto", center: bool = Fal
     returning True stops the solver (the result then says ``converged=False``). ``planned``
     is the :func:`plan` a caller already made before reading (its method and reason are
     kept). Data whose magnitude would overflow or underflow squared norms is scaled by an
-    exact power of two internally.
+    exact power of two internally. ``resume``: a streaming run's ``event["state"]()``, on
+    the same unchanged source with the same parameters (streaming only).
     """
     check_parameters(oversample=oversample, power_iters=power_iters, block_size=block_size,
                      spectral_iters=spectral_iters)  # fmt: skip
@@ -313,6 +315,8 @@ def truncated_svd(a, rule: RankRule, *, method: str = "auto", center: bool = Fal
         source = None
     wdt = np.dtype(p.working_dtype)
     used, reason = p.method, p.reason
+    if resume is not None and used != "streaming":
+        raise ParameterError(f"only the streaming method resumes; this run is {used}")
     scale = 1.0
     fact = None
     if used == "streaming":
@@ -320,7 +324,8 @@ def truncated_svd(a, rule: RankRule, *, method: str = "auto", center: bool = Fal
                            on_first_pass=on_first_pass)  # fmt: skip
         fact = randomized.streaming(op, rule, oversample=oversample, power_iters=power_iters,
                                     rng=rng, center=center, max_memory=max_memory,
-                                    warnings=warnings, callback=callback)  # fmt: skip
+                                    warnings=warnings, callback=callback,
+                                    resume=resume)  # fmt: skip
         scale = op.scale
         mean = None if fact.mean is None else fact.mean
         if center:
