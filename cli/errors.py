@@ -78,7 +78,11 @@ def report_error(command: str, exc: BaseException, *, debug: bool) -> ExitCode:
     code = exit_code_for(exc)
     if debug:
         traceback.print_exception(exc, file=sys.stderr)
-    if code == ExitCode.INTERRUPTED:
+    done = getattr(exc, "rankwise_committed", None)  # the signal came after the commit
+    if code in (ExitCode.INTERRUPTED, ExitCode.TERMINATED) and done:
+        what = "interrupted" if code == ExitCode.INTERRUPTED else "terminated"
+        msg = f"{what} after writing {' and '.join(done)}: they are complete"
+    elif code == ExitCode.INTERRUPTED:
         msg = "interrupted; no output was written"
     elif code == ExitCode.TERMINATED:
         msg = "terminated; no output was written"
