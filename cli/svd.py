@@ -7,6 +7,7 @@ from typing import Annotated
 
 import typer
 
+from . import checkpoint as checkpoints
 from . import options as opt
 from .checkpoint import CheckpointOptions, with_checkpoint
 from .engine import Engine, EngineOptions, with_engine
@@ -179,11 +180,11 @@ def svd(
             raise CliUsageError("--iter-tol and --max-iter apply to --weights only")
         oversample = 10 if oversample is None else oversample
         run = Run("svd", common)
-        if weights is not None or row_weights is not None or col_weights is not None:
+        if row_weights is not None or col_weights is not None:
             checkpointing.not_applicable(NOT_STREAMING)
         if weights is not None:
             _elementwise(run, uri, output, rule, weights, 1e-7 if iter_tol is None else iter_tol,
-                         500 if max_iter is None else max_iter)  # fmt: skip
+                         500 if max_iter is None else max_iter, checkpointing)  # fmt: skip
         elif row_weights is not None or col_weights is not None:
             _weighted(run, uri, output, rule, method.value, row_weights, col_weights,
                       oversample, power_iters, block_size, spectral_iters)  # fmt: skip
@@ -221,8 +222,8 @@ STREAMABLE_FORMATS = ("hdf5", "zarr", "npy")
 
 
 NOT_STREAMING = (
-    "checkpoints apply to the streaming method on the local engine (the other "
-    "methods hold the data in memory and finish in one go)"
+    "checkpoints apply to the streaming method and to --weights (EM) on the local engine; "
+    "the other methods finish in one go"
 )
 
 
@@ -300,8 +301,6 @@ def _streaming_checkpoints(run: Run, checkpointing, handle, hasher, on_step, par
     dtype): rehashing it would cost a pass. Its content fingerprint, hashed in the first
     pass, travels in the checkpoint, since a resumed run does not redo that pass."""
     from rankwise.core.loop import LoopEvent
-
-    from . import checkpoint as checkpoints
 
     ck = checkpoints.start(run, checkpointing, data=None, parameters=parameters,
                            fingerprint=checkpoints.source_identity(handle))  # fmt: skip
@@ -407,7 +406,7 @@ def _weighted(run: Run, uri, output, rule, method, row_uri, col_uri, oversample,
                                        "weighted": "rows/columns"})  # fmt: skip
 
 
-def _elementwise(run: Run, uri, output, rule, weights_uri, iter_tol, max_iter):
+def _elementwise(run: Run, uri, output, rule, weights_uri, iter_tol, max_iter, checkpointing):
     import numpy as np
 
     from rankwise.core import wsvd
@@ -422,20 +421,26 @@ def _elementwise(run: Run, uri, output, rule, weights_uri, iter_tol, max_iter):
         run.progress(f"sweep {event.iteration}, objective {event.objective:.4g}")
         return False
 
+    ck = checkpoints.start(run, checkpointing, data=data, parameters={
+        "rank": int(rule.value), "weights": w_info, "iter_tol": iter_tol,
+        "max_iter": max_iter})  # fmt: skip
     with run.compute("elementwise weighted svd (EM)"):
         res = wsvd.elementwise_weighted_svd(
             data, w, int(rule.value), tol=iter_tol, max_iter=max_iter,
-            rng=np.random.default_rng(run.common.seed), callback=on_sweep,
-            max_memory=run.budget,
+            rng=np.random.default_rng(run.common.seed), callback=ck.callback(on_sweep),
+            max_memory=run.budget, resume=ck.state,
         )  # fmt: skip
+    ck.solved()
     parameters = _parameters(rule, "auto", weights=w_info, iter_tol=iter_tol,
                              max_iter=max_iter)  # fmt: skip
     m = res.metrics
     summary = (f"elementwise-weighted rank {res.rank['value']}, {res.details['iterations']} "
                f"sweeps, weighted error {m['relative_frobenius_error']:.3g}")  # fmt: skip
     run.commit(res, handle=handle, data=data, requested="em", parameters=parameters,
-               summary=summary, attrs={"rank": int(res.rank["value"]), "method": res.method,
-                                       "weighted": "entries"})  # fmt: skip
+               summary=summary, fingerprint=ck.fingerprint,
+               attrs={"rank": int(res.rank["value"]), "method": res.method,
+                      "weighted": "entries"})  # fmt: skip
+    ck.done()
 
 
 def _parameters(rule, method, *, center=False, oversample=None, res=None, **weights) -> dict:

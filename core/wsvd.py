@@ -201,7 +201,8 @@ def estimate_bytes(shape, dtype) -> int:
 def elementwise_weighted_svd(a, weights, rank: int, *, tol: float = 1e-7, max_iter: int = 500,
                              rng: np.random.Generator | int | None = None,
                              callback=None, m_step: str = "auto", init="svd",
-                             max_memory: int | None = None) -> Result:  # fmt: skip
+                             max_memory: int | None = None,
+                             resume: dict | None = None) -> Result:  # fmt: skip
     """Rank-``rank`` minimiser of ``Σ w_ij (a_ij − l_ij)²`` for ``W ≥ 0`` by EM.
 
     ``a`` may hold NaN (or anything) where the weight is 0; elsewhere it must be finite.
@@ -210,7 +211,8 @@ def elementwise_weighted_svd(a, weights, rank: int, *, tol: float = 1e-7, max_it
     Stops when the relative decrease of the objective is ≤ ``tol`` or after ``max_iter``
     sweeps; ``callback(event)`` (a :class:`~rankwise.core.loop.LoopEvent`) may stop it, and
     ``event.extras["factors"]`` holds the current ``(U, S, Vt)`` — pass them back as ``init``
-    to resume (checkpoints). The history keeps only the scalars.
+    to continue. ``resume``: an ``event.state()`` of an interrupted run with the same data and
+    parameters, continued to the same bytes. The history keeps only the scalars.
 
     Returns a :class:`Result` with arrays ``U``, ``S``, ``Vt`` (``U``, ``V`` orthonormal,
     :func:`~rankwise.core.linalg.svd_flip` signs) and the objective per sweep in ``history``.
@@ -289,6 +291,11 @@ def elementwise_weighted_svd(a, weights, rank: int, *, tol: float = 1e-7, max_it
     f0 = objective(u, s, vt)
 
     history: list = []
+    start = 0
+    if resume is not None:  # the sweep pops the factors from this very list: fill it in place
+        state.update({k: v.copy() for k, v in resume["solver"].items()})
+        history.extend(dict(h) for h in resume["loop"]["history"])
+        start = int(resume["loop"]["iteration"])
 
     def sweep(_it):
         if history:  # the factors ride on the event for the callback only, not the history
@@ -316,8 +323,11 @@ def elementwise_weighted_svd(a, weights, rank: int, *, tol: float = 1e-7, max_it
             return True
         return callback(event) if callback is not None else None
 
+    def snapshot():
+        return {"solver": {k: v.copy() for k, v in state.items()}}
+
     loop = run_loop(sweep, tol=tol, max_iter=max_iter, callback=stop, initial_objective=f0,
-                    history=history)  # fmt: skip
+                    history=history, start_iteration=start, state=snapshot)  # fmt: skip
     if history:
         history[-1].pop("factors", None)
     if at_floor:

@@ -96,6 +96,13 @@ def _h5(tmp_path):
         f.create_dataset("x", data=x + 0.05 * rng.standard_normal(x.shape), chunks=(250, 80))
 
 
+def _weighted(tmp_path):
+    _matrix(tmp_path)
+    w = np.random.default_rng(8).random((120, 80))
+    w[w < 0.3] = 0.0
+    np.save(tmp_path / "w.npy", w)
+
+
 # every iterative command: (input maker, arguments without -o, a sweep to stop at)
 ITERATIVE = {
     "nmf": (_matrix, NMF, 7),
@@ -116,6 +123,8 @@ ITERATIVE = {
                                "--n-init", "3", "--refine", "--max-iter", "10"], 2),
     "svd --method streaming": (_h5, ["svd", "x.h5:/x", "--method", "streaming", "--rank",
                                      "5", "--power-iters", "4", "--center"], 3),
+    "svd --weights (EM)": (_weighted, ["svd", "x.npy", "--weights", "w.npy", "--rank", "3",
+                                       "--iter-tol", "0", "--max-iter", "15"], 5),
     "cp --nonneg": (_tensor, ["cp", "t.npy", "--rank", "3", "--nonneg", "--tol", "0",
                               "--max-iter", "20"], 5),
 }  # fmt: skip

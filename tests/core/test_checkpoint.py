@@ -310,3 +310,19 @@ def test_streaming_svd_resumes_to_the_same_bytes(tmp_path, kw):
 
     full = check_resume(run, tmp_path, iteration=3)
     assert full.details["passes"] > 3
+
+
+def test_elementwise_weighted_svd_resumes_to_the_same_bytes(tmp_path):
+    from rankwise.core import wsvd
+
+    rng = np.random.default_rng(13)
+    x = rng.standard_normal((60, 4)) @ rng.standard_normal((4, 40))
+    w = rng.random(x.shape)
+    w[w < 0.3] = 0.0
+
+    def run(callback, resume):
+        return wsvd.elementwise_weighted_svd(x, w, 4, tol=0, max_iter=12,
+                                             rng=np.random.default_rng(1), callback=callback,
+                                             resume=resume)  # fmt: skip
+
+    check_resume(run, tmp_path, iteration=5)
