@@ -44,6 +44,16 @@ class CLI:
         return proc
 
 
+def untimed(tree):
+    """``tree`` without wall-clock figures (keys ending in ``seconds``), which differ between
+    any two runs: for comparing the details of results."""
+    if isinstance(tree, dict):
+        return {k: untimed(v) for k, v in tree.items() if not k.endswith("seconds")}
+    if isinstance(tree, list):
+        return [untimed(v) for v in tree]
+    return tree
+
+
 def load_report(path) -> dict:
     from rankwise.cli.schema import validate
 

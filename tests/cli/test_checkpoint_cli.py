@@ -12,7 +12,7 @@ import json
 
 import numpy as np
 import pytest
-from helpers import CLI, load_report
+from helpers import CLI, load_report, untimed
 
 SIGNALS = ["SIGTERM", "SIGINT", "SIGUSR1"]
 
@@ -39,16 +39,7 @@ def _same_result(tmp_path, a, b):
     ra, rb = (json.loads((tmp_path / f"{s}.report.json").read_text()) for s in (a, b))
     for key in ("history", "metrics", "converged", "stop_reason", "rank"):
         assert json.dumps(ra[key], sort_keys=True) == json.dumps(rb[key], sort_keys=True), key
-    assert _untimed(ra["method"]["details"]) == _untimed(rb["method"]["details"])
-
-
-def _untimed(tree):
-    """Without wall-clock figures (``*seconds``), which differ between any two runs."""
-    if isinstance(tree, dict):
-        return {k: _untimed(v) for k, v in tree.items() if not k.endswith("seconds")}
-    if isinstance(tree, list):
-        return [_untimed(v) for v in tree]
-    return tree
+    assert untimed(ra["method"]["details"]) == untimed(rb["method"]["details"])
 
 
 NMF = ["nmf", "x.npy", "--rank", "5", "--tol", "0", "--max-iter", "30", "--n-init", "2"]

@@ -13,6 +13,7 @@ import json
 import numpy as np
 import pytest
 import scipy.sparse as sp
+from helpers import untimed
 
 from rankwise.core import checkpoint, nmf
 
@@ -51,18 +52,9 @@ def _same(a, b):
         assert x.tobytes() == y.tobytes(), k
     assert json.dumps(a.history) == json.dumps(b.history)
     assert json.dumps(a.metrics, sort_keys=True) == json.dumps(b.metrics, sort_keys=True)
-    assert json.dumps(_untimed(a.details), sort_keys=True) == json.dumps(
-        _untimed(b.details), sort_keys=True)  # fmt: skip
+    assert json.dumps(untimed(a.details), sort_keys=True) == json.dumps(
+        untimed(b.details), sort_keys=True)  # fmt: skip
     assert a.converged == b.converged and a.stop_reason == b.stop_reason
-
-
-def _untimed(tree):
-    """Details without wall-clock figures (``*seconds``): those differ between any runs."""
-    if isinstance(tree, dict):
-        return {k: _untimed(v) for k, v in tree.items() if not k.endswith("seconds")}
-    if isinstance(tree, list):
-        return [_untimed(v) for v in tree]
-    return tree
 
 
 def check_resume(run, tmp_path, *, iteration, restart=0):
