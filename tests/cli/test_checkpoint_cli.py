@@ -303,3 +303,20 @@ def test_in_memory_svd_refuses_checkpoint_options(cli, tmp_path):
     _matrix(tmp_path)
     proc = cli("svd", "x.npy", "--rank", "3", "-o", "o.npz", "--time-limit", "1h", expect=2)
     assert "--time-limit: checkpoints apply to the streaming method" in proc.stderr
+
+
+@pytest.mark.parametrize("index, name", list(enumerate(ITERATIVE)))
+def test_every_iterative_command_early_and_during_the_write(cli, tmp_path, index, name):
+    """The other two moments for every method (the signals rotate over the methods): before
+    the first sweep (exit 75, nothing written) and while the output is written (the run
+    completes, no checkpoint is left)."""
+    make, args, _ = ITERATIVE[name]
+    make(tmp_path)
+    early, late = SIGNALS[index % 3], SIGNALS[(index + 1) % 3]
+    proc = cli(*args, "-o", "out.npz", expect=75, env={"RANKWISE_TEST_SIGNAL": f"{early}@start"})
+    assert "nothing to save" in proc.stderr and not list(tmp_path.glob("out*"))
+    cli(*args, "-o", "out.npz", env={"RANKWISE_TEST_SIGNAL": f"{late}@solved"})
+    with np.load(tmp_path / "out.npz") as z:
+        assert z.files
+    assert load_report(tmp_path / "out.report.json")["checkpoint"]["saved"] == 0
+    assert not (tmp_path / "out.checkpoint.npz").exists()
