@@ -276,6 +276,7 @@ class Checkpointer:
         self._last_event: float | None = None
         self._sweeps: list[float] = []
         self._write_seconds = 0.0
+        self._stale = False  # an earlier run's checkpoint this run makes obsolete
         self.state = self._load() if opts.resume else self._check_existing()
 
     # --- reading ------------------------------------------------------------------------
@@ -317,8 +318,9 @@ class Checkpointer:
                     raise OutputError(f"{self.path}: exists and is not a rankwise checkpoint "
                                       "(pass --force to replace it)") from None  # fmt: skip
                 return None
-            self.run.warn(f"{self.path} exists; it will be replaced (pass --resume to "
-                          "continue from it)")  # fmt: skip
+            self._stale = True
+            self.run.warn(f"{self.path} exists; this run starts afresh and replaces it (pass "
+                          "--resume to continue from it)")  # fmt: skip
         return None
 
     def _load(self):
@@ -461,7 +463,7 @@ class Checkpointer:
 
         if self.signals is not None:
             self.signals.restore()
-        if self.path.exists() and (self.saved or self.resumed):
+        if self.path.exists() and (self.saved or self.resumed or self._stale):
             atomic.remove(self.path)
 
 

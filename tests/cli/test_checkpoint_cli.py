@@ -320,3 +320,13 @@ def test_every_iterative_command_early_and_during_the_write(cli, tmp_path, index
         assert z.files
     assert load_report(tmp_path / "out.report.json")["checkpoint"]["saved"] == 0
     assert not (tmp_path / "out.checkpoint.npz").exists()
+
+
+def test_a_fresh_run_replaces_an_earlier_checkpoint(cli, tmp_path):
+    """Without --resume an earlier checkpoint is obsolete once this run's output exists."""
+    _matrix(tmp_path)
+    cli(*NMF, "-o", "out.npz", expect=75, env={"RANKWISE_TEST_SIGNAL": "SIGTERM@4"})
+    proc = cli(*NMF, "-o", "out.npz")
+    assert "starts afresh and replaces it" in proc.stderr
+    assert not (tmp_path / "out.checkpoint.npz").exists()
+    assert load_report(tmp_path / "out.report.json")["checkpoint"]["resumed"] is None
