@@ -45,3 +45,35 @@ def check_budget(needed: int, max_bytes: int | None, *, where: str, what: str) -
         f"{where}: needs {human_bytes(needed)} ({what}) "
         f"but the memory budget is {human_bytes(max_bytes)}"
     )
+
+
+def inflated_size(kind: str, data: bytes | memoryview, limit: int) -> int:
+    """Bytes a gzip/zlib/bz2/lzma stream inflates to, counted no further than limit + 1.
+
+    The stream codecs size nothing in advance: a few KiB can inflate to gigabytes, so a
+    stream that could is inflated here first, with a bound, before a decoder that would
+    allocate all of it. A corrupt stream counts what it gave before the error (its decoder
+    reports the error itself).
+    """
+    import bz2
+    import lzma
+    import zlib
+
+    total, rest = 0, data
+    try:
+        while rest and total <= limit:
+            if kind in ("gzip", "zlib", "deflate"):
+                z = zlib.decompressobj({"gzip": 31, "zlib": 15, "deflate": 15}[kind])
+                total += len(z.decompress(rest, limit + 1 - total))
+                while z.unconsumed_tail and total <= limit:
+                    total += len(z.decompress(z.unconsumed_tail, limit + 1 - total))
+                rest = z.unused_data if kind == "gzip" else b""  # gzip: members follow
+            else:
+                d = bz2.BZ2Decompressor() if kind == "bz2" else lzma.LZMADecompressor()
+                total += len(d.decompress(rest, limit + 1 - total))
+                while not d.eof and not d.needs_input and total <= limit:
+                    total += len(d.decompress(b"", limit + 1 - total))
+                rest = d.unused_data if d.eof else b""
+    except (zlib.error, OSError, EOFError, lzma.LZMAError, ValueError):
+        pass
+    return total

@@ -46,6 +46,10 @@ def os_errors(
     except decode as exc:  # before OSError: some decode errors subclass it (BadZipFile no)
         raise DataError(f"{where}: {doing} ({type(exc).__name__}: {one_line(exc)})") from exc
     except OSError as exc:
+        if exc.errno is None:
+            # Not from the system (which always gives an errno) but from a decoder: gzip's
+            # BadGzipFile, bz2's "Invalid data stream".
+            raise DataError(f"{where}: {doing} ({type(exc).__name__}: {one_line(exc)})") from exc
         raise StorageError(
             f"{where}: I/O error while reading ({exc.strerror or one_line(exc)})"
         ) from exc

@@ -19,7 +19,8 @@ from typing import Any
 
 import numpy as np
 
-from .dtypes import dtype_refusal
+from .budget import check_budget, human_bytes, inflated_size, shape_text
+from .dtypes import dtype_name, dtype_refusal
 from .errors import DataError, FormatsError, InputMissingError, StorageError, UsageError
 from .handle import ArrayHandle, RefusedError, cap_list, one_line, refused_entry
 from .sparse import (
@@ -90,11 +91,50 @@ def open_file(path: Path) -> Any:
         if _is_lock_error(exc):
             raise _lock_error(path, exc) from exc
         raise DataError(f"{path}: not a valid HDF5 file ({one_line(exc)})") from exc
+    except _H5PY_DECODE as exc:
+        if not _raised_by_h5py(exc):
+            raise
+        raise DataError(
+            f"{path}: not a valid HDF5 file ({type(exc).__name__}: {one_line(exc)})"
+        ) from exc
+
+
+def _close_quietly(f: Any) -> None:
+    # Closing a corrupt file can fail too; the error being raised is the one to report.
+    with contextlib.suppress(Exception):
+        f.close()
+
+
+# What h5py raises when HDF5 fails to decode a corrupt file, besides OSError: its error table
+# maps HDF5 errors to these, and h5py's Python layer adds KeyError/TypeError of its own.
+_H5PY_DECODE = (
+    RuntimeError,
+    KeyError,
+    ValueError,
+    TypeError,
+    NotImplementedError,
+    IndexError,
+    OverflowError,
+    AttributeError,
+)
+
+
+def _raised_by_h5py(exc: BaseException) -> bool:
+    """True when the innermost frame is h5py's (its Cython frames carry the module name):
+    HDF5 failing on the file, not a bug of ours that happens to raise the same type."""
+    tb = exc.__traceback__
+    if tb is None:
+        return False
+    while tb.tb_next is not None:
+        tb = tb.tb_next
+    module = tb.tb_frame.f_globals.get("__name__") or ""
+    return module == "h5py" or module.startswith("h5py.")
 
 
 @contextlib.contextmanager
-def read_errors(where: str) -> Iterator[None]:
-    """h5py reports both corrupt chunks and OS failures as OSError; an errno tells them apart."""
+def read_errors(where: str, doing: str = "cannot decode the stored data") -> Iterator[None]:
+    """h5py reports both corrupt chunks and OS failures as OSError; an errno tells them apart.
+    HDF5 failures on corrupt metadata come as other exception types: bad data too."""
     try:
         yield
     except FormatsError:
@@ -106,7 +146,16 @@ def read_errors(where: str) -> Iterator[None]:
         match = _ERRNO_RE.search(str(exc))
         if (exc.errno not in (None, 0)) or (match and match.group(1) != "0"):
             raise StorageError(f"{where}: I/O error while reading ({msg})") from exc
-        raise DataError(f"{where}: cannot decode the stored data ({msg})") from exc
+        raise DataError(f"{where}: {doing} ({msg})") from exc
+    except _H5PY_DECODE as exc:
+        if not _raised_by_h5py(exc):
+            raise
+        raise DataError(f"{where}: {doing} ({type(exc).__name__}: {one_line(exc)})") from exc
+
+
+def metadata_errors(where: str):
+    """Errors while walking groups, links and dataset headers: corrupt metadata is bad data."""
+    return read_errors(where, "corrupt HDF5 metadata")
 
 
 def _split(name: str) -> list[str]:
@@ -271,6 +320,63 @@ def dataset_refusal(dset: Any, resolver: Resolver, depth: int = 0) -> str | None
     return None
 
 
+# zlib cannot inflate more than about 1032 bytes per stored byte.
+_DEFLATE_MAX_RATIO = 1032
+
+
+def check_chunks(dset: Any, filters: list, where: str, budget: int | None) -> None:
+    """HDF5 decodes a chunk whole, and its deflate filter inflates a stored chunk for as long
+    as the stream goes (growing its buffer) whatever the chunk's declared size: a 512 KiB
+    file can make a read of 4 values allocate 512 MiB. So a chunk must fit the budget, and a
+    stored chunk big enough to inflate past the budget must inflate to no more than a chunk
+    (checked by inflating it with a bound; smaller stored chunks cannot exceed the budget)."""
+    if budget is None or dset.chunks is None:
+        return
+    h5z = _h5py().h5z
+    chunk_nbytes = math.prod(int(c) for c in dset.chunks) * dset.dtype.itemsize
+    what = f"decoding one chunk of shape {shape_text(dset.chunks)} {dtype_name(dset.dtype)}"
+    check_budget(chunk_nbytes, budget, where=where, what=what)
+    codes = [code for code, *_ in filters]
+    if h5z.FILTER_DEFLATE not in codes:
+        return
+    step = codes.index(h5z.FILTER_DEFLATE)
+    later = codes[step + 1 :]
+    if any(code != h5z.FILTER_FLETCHER32 for code in later):
+        return  # another filter decodes first: the stored bytes are not the deflate stream
+    limit = chunk_nbytes + chunk_nbytes // 64 + 4096  # incompressible data grows a little
+    with read_errors(where):
+        if dset.id.get_storage_size() * _DEFLATE_MAX_RATIO <= budget:
+            return  # all the stored chunks together cannot inflate past the budget
+    suspects: list[tuple[tuple[int, ...], int]] = []
+
+    def visit(info: Any) -> None:
+        if info.size * _DEFLATE_MAX_RATIO > budget and not info.filter_mask & (1 << step):
+            suspects.append((tuple(info.chunk_offset), int(info.size)))
+
+    with read_errors(where):
+        if hasattr(dset.id, "chunk_iter"):
+            dset.id.chunk_iter(visit)
+        else:  # pragma: no cover - h5py < 3.8
+            for i in range(dset.id.get_num_chunks()):
+                visit(dset.id.get_chunk_info(i))
+        for offset, size in suspects:
+            if size > limit:
+                raise DataError(
+                    f"{where}: chunk at {offset} stores {human_bytes(size)} compressed, more "
+                    f"than its {human_bytes(chunk_nbytes)} of data can take (a decompression "
+                    "bomb?)"
+                )
+            _, raw = dset.id.read_direct_chunk(offset)
+            stream = raw[: len(raw) - 4] if later else raw  # fletcher32 appends 4 bytes
+            inflated = inflated_size("deflate", stream, limit)
+            if inflated > limit:
+                raise DataError(
+                    f"{where}: chunk at {offset} inflates to at least "
+                    f"{human_bytes(inflated)}, more than the {human_bytes(chunk_nbytes)} of a "
+                    "chunk (a decompression bomb?)"
+                )
+
+
 class Unwritten:
     """Storage of a dataset that was never written (HDF5 would return the fill value)."""
 
@@ -353,6 +459,7 @@ class Hdf5DenseHandle(ArrayHandle):
         if reason:
             raise RefusedError(location, reason)
         filters = _filters(dset)
+        self._filters = filters
         self._missing_filter = _unavailable_filter(filters)
         dcpl = dset.id.get_create_plist()
         h5d = _h5py().h5d
@@ -398,9 +505,18 @@ class Hdf5DenseHandle(ArrayHandle):
                 self._unwritten = Unwritten(self._dset, self.location)
         self._unwritten.check()
 
+    def read(self, max_bytes: int | None = None) -> Any:
+        budget = self._budget(max_bytes)
+        # The array's own size first (the clearer message), then the chunks it decodes.
+        check_budget(self.read_nbytes, budget, where=self.location, what=self._what())
+        check_chunks(self._dset, self._filters, self.location, budget)
+        return super().read(max_bytes)
+
     def _before_blocks(self) -> None:
         self._check_decodable()
         self._check_written()
+        # Blocks may be smaller than a chunk (decoded whole anyway): the handle's budget.
+        check_chunks(self._dset, self._filters, self.location, self.max_bytes)
 
     def _read(self) -> np.ndarray:
         self._check_decodable()
@@ -495,6 +611,8 @@ class Hdf5SparseHandle(SparseCOOHandle):
             )
         for u in self._unwritten.values():
             u.check()
+        for m, d in self._members.items():
+            check_chunks(d, _filters(d), f"{self.location}/{m}", self.max_bytes)
 
     def _slice(self, member: str, start: int, stop: int) -> np.ndarray:
         with read_errors(self.location):
@@ -568,46 +686,53 @@ def _make_handle(
 def open_handle(uri: URI, *, max_bytes: int | None = None) -> ArrayHandle:
     f = open_file(uri.path)
     try:
-        resolver = Resolver(f, uri.path)
-        if uri.key is None:
-            entries = walk(f, resolver)
-            if not entries:
-                raise InputMissingError(f"{uri.path}: holds no arrays")
-            if len(entries) > 1:
-                uris = [f"{uri.path}:{n}" for n, _, _ in entries]
-                raise UsageError(
-                    f"{uri.path}: holds {len(entries)} arrays, name one: {cap_list(uris)}"
-                )
-            name, _, reason = entries[0]
-            if reason:
-                raise RefusedError(f"{uri.path}:{name}", reason)
-        else:
-            name = _canonical(uri.key)
-        obj = resolver.resolve(name, listing=True)
-        handle = _make_handle(f, obj, name, uri, resolver, max_bytes)
-        if handle is None:
-            inside = [u for u in resolver.array_uris() if u.startswith(f"{uri.path}:{name}/")]
-            raise UsageError(
-                f"{uri.path}:{name}: is a group, not an array; arrays inside: {cap_list(inside)}"
-            )
-        handle._file = f  # the handle owns the file from here on
-        return handle
+        with metadata_errors(str(uri.path)):
+            return _open_in(f, uri, max_bytes)
     except BaseException:
-        f.close()
+        _close_quietly(f)
         raise
+
+
+def _open_in(f: Any, uri: URI, max_bytes: int | None) -> ArrayHandle:
+    """The handle for `uri` in the open file `f`."""
+    resolver = Resolver(f, uri.path)
+    if uri.key is None:
+        entries = walk(f, resolver)
+        if not entries:
+            raise InputMissingError(f"{uri.path}: holds no arrays")
+        if len(entries) > 1:
+            uris = [f"{uri.path}:{n}" for n, _, _ in entries]
+            raise UsageError(f"{uri.path}: holds {len(entries)} arrays, name one: {cap_list(uris)}")
+        name, _, reason = entries[0]
+        if reason:
+            raise RefusedError(f"{uri.path}:{name}", reason)
+    else:
+        name = _canonical(uri.key)
+    obj = resolver.resolve(name, listing=True)
+    handle = _make_handle(f, obj, name, uri, resolver, max_bytes)
+    if handle is None:
+        inside = [u for u in resolver.array_uris() if u.startswith(f"{uri.path}:{name}/")]
+        raise UsageError(
+            f"{uri.path}:{name}: is a group, not an array; arrays inside: {cap_list(inside)}"
+        )
+    handle._file = f  # the handle owns the file from here on
+    return handle
 
 
 def list_entries(path: Path) -> list[dict[str, Any]]:
     f = open_file(path)
-    with f:
+    try:
         resolver = Resolver(f, path)
         out = []
         uri = URI(str(path), path, None)
-        for name, obj, reason in walk(f, resolver):
+        with metadata_errors(str(path)):
+            found = walk(f, resolver)
+        for name, obj, reason in found:
             location = f"{path}:{name}"
             if reason is None:
                 try:
-                    handle = _make_handle(f, obj, name, uri, resolver, None)
+                    with metadata_errors(location):  # one corrupt entry is listed as refused
+                        handle = _make_handle(f, obj, name, uri, resolver, None)
                     assert handle is not None
                     out.append(handle.describe())
                     continue
@@ -615,6 +740,8 @@ def list_entries(path: Path) -> list[dict[str, Any]]:
                     reason = getattr(exc, "reason", None) or one_line(exc)
             out.append(refused_entry(name=name, uri=location, fmt=FORMAT, reason=reason))
         return out
+    finally:
+        _close_quietly(f)
 
 
 # -- writing ---------------------------------------------------------------------------------
@@ -697,21 +824,29 @@ def write_arrays(
 
 def read_result(path: Path, *, max_bytes: int | None = None) -> tuple[dict[str, Any], dict]:
     f = open_file(path)
-    with f:
+    try:
         resolver = Resolver(f, path)
         uri = URI(str(path), path, None)
         arrays: dict[str, Any] = {}
-        for name, obj, reason in walk(f, resolver):
+        with metadata_errors(str(path)):
+            found = walk(f, resolver)
+        for name, obj, reason in found:
             if reason:
                 raise RefusedError(f"{path}:{name}", reason)
-            handle = _make_handle(f, obj, name, uri, resolver, max_bytes)
+            with metadata_errors(f"{path}:{name}"):
+                handle = _make_handle(f, obj, name, uri, resolver, max_bytes)
             assert handle is not None
             arrays[name.lstrip("/")] = handle.read()
         with read_errors(str(path)):
             raw = {k: f.attrs[k] for k in f.attrs}
-        as_json = set(json.loads(_python_attr(raw.pop(JSON_ATTRS_KEY, "[]"))))
-        attrs = {
-            k: json.loads(_python_attr(v)) if k in as_json else _python_attr(v)
-            for k, v in raw.items()
-        }
+        try:
+            as_json = set(json.loads(_python_attr(raw.pop(JSON_ATTRS_KEY, "[]"))))
+            attrs = {
+                k: json.loads(_python_attr(v)) if k in as_json else _python_attr(v)
+                for k, v in raw.items()
+            }
+        except (ValueError, TypeError, UnicodeDecodeError) as exc:
+            raise DataError(f"{path}: malformed result attributes ({one_line(exc)})") from exc
         return arrays, attrs
+    finally:
+        _close_quietly(f)

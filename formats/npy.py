@@ -6,6 +6,7 @@ blocks of C-order files are read at their offset, F-order files through a read-o
 
 from __future__ import annotations
 
+import io
 import os
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -22,6 +23,7 @@ from .uri import URI
 
 FORMAT = "npy"
 READ_CHUNK = 16 * 1024 * 1024
+MAX_HEADER_BYTES = 10000  # numpy's default max_header_size
 
 
 @dataclass(frozen=True)
@@ -42,19 +44,37 @@ class NpyHeader:
 
 def read_header(f: IO[bytes], where: str) -> NpyHeader:
     """Parse magic + header only (numpy's public parser; never unpickles)."""
+    import tokenize
+
     import numpy.lib.format as npf
 
     start = f.tell()
     try:
         version = npf.read_magic(f)
-        if version == (1, 0):
-            shape, fortran, dtype = npf.read_array_header_1_0(f)
-        elif version in ((2, 0), (3, 0)):
-            # 3.0 differs only by a UTF-8 header (structured field names), refused anyway.
-            shape, fortran, dtype = npf.read_array_header_2_0(f)
-        else:
+        if version not in ((1, 0), (2, 0), (3, 0)):
             raise DataError(f"{where}: unsupported NPY format version {version[0]}.{version[1]}")
-    except (ValueError, EOFError, SyntaxError, TypeError, UnicodeDecodeError) as exc:
+        # numpy reads the declared header length before checking it: 4 GiB for a v2 header.
+        size_field = f.read(2 if version == (1, 0) else 4)
+        length = int.from_bytes(size_field, "little")
+        if length > MAX_HEADER_BYTES:
+            raise DataError(
+                f"{where}: malformed NPY header (declares {length} header bytes, "
+                f"more than the {MAX_HEADER_BYTES} numpy accepts)"
+            )
+        head = io.BytesIO(size_field + f.read(length))
+        if version == (1, 0):
+            shape, fortran, dtype = npf.read_array_header_1_0(head)
+        else:
+            # 3.0 differs only by a UTF-8 header (structured field names), refused anyway.
+            shape, fortran, dtype = npf.read_array_header_2_0(head)
+    except (
+        ValueError,
+        EOFError,
+        SyntaxError,
+        TypeError,
+        UnicodeDecodeError,
+        tokenize.TokenError,  # numpy re-tokenizes a header it cannot parse (unbalanced brackets)
+    ) as exc:
         raise DataError(f"{where}: malformed NPY header ({one_line(exc)})") from exc
     if not isinstance(shape, tuple) or not all(
         isinstance(s, int) and not isinstance(s, bool) and s >= 0 for s in shape

@@ -8,7 +8,10 @@ a lying header cannot make us allocate more than the member can hold).
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
+import lzma
+import struct
 import zipfile
 import zlib
 from collections.abc import Callable, Iterator, Mapping
@@ -17,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-from .budget import shape_text
+from .budget import check_budget, shape_text
 from .dtypes import dtype_name, dtype_refusal
 from .errors import DataError, InputMissingError, StorageError, UsageError
 from .handle import ArrayHandle, RefusedError, cap_list, one_line, os_errors, refused_entry
@@ -35,10 +38,38 @@ _COMPRESSION = {
 }
 
 
-def member_errors(where: str):
-    # RuntimeError: encrypted member; NotImplementedError: unsupported compression.
-    decode = (zipfile.BadZipFile, zlib.error, EOFError, NotImplementedError, RuntimeError)
-    return os_errors(where, decode, "corrupt or unsupported zip member")
+# RuntimeError: encrypted member; NotImplementedError: unsupported compression.
+_MEMBER_DECODE = (
+    zipfile.BadZipFile,
+    zlib.error,
+    lzma.LZMAError,
+    EOFError,
+    NotImplementedError,
+    RuntimeError,
+)
+
+
+@contextlib.contextmanager
+def member_errors(where: str) -> Iterator[None]:
+    try:
+        with os_errors(where, _MEMBER_DECODE, "corrupt or unsupported zip member"):
+            yield
+    except StorageError as exc:
+        cause = exc.__cause__
+        if _corrupt_os_error(cause):
+            raise DataError(
+                f"{where}: corrupt or unsupported zip member ({one_line(cause)})"
+            ) from cause
+        raise
+
+
+def _corrupt_os_error(exc: BaseException | None) -> bool:
+    """OSErrors that come from the archive's content, not from the storage: a decoder's
+    OSError without an errno, or a corrupt directory offset that makes zipfile seek before
+    the start of the file (EINVAL)."""
+    if type(exc) is not OSError:
+        return False
+    return exc.errno is None or exc.errno == errno.EINVAL
 
 
 def open_zip(path: Path) -> zipfile.ZipFile:
@@ -51,6 +82,8 @@ def open_zip(path: Path) -> zipfile.ZipFile:
     except (zipfile.BadZipFile, ValueError, EOFError) as exc:
         raise DataError(f"{path}: not a valid NPZ (zip) file ({one_line(exc)})") from exc
     except OSError as exc:
+        if _corrupt_os_error(exc):
+            raise DataError(f"{path}: not a valid NPZ (zip) file ({one_line(exc)})") from exc
         raise StorageError(f"{path}: cannot be opened ({exc.strerror or one_line(exc)})") from exc
 
 
@@ -58,13 +91,43 @@ def members(zf: zipfile.ZipFile, *, with_attrs: bool = False) -> dict[str, zipfi
     """Keys as numpy names them ('U.npy' -> 'U'), in archive order."""
     out = {}
     for info in zf.infolist():
-        if info.is_dir():
+        if not info.filename or info.is_dir():  # is_dir() fails on an empty name
             continue
         key = info.filename.removesuffix(".npy")
         if key == ATTRS_KEY and not with_attrs:
             continue
         out[key] = info
     return out
+
+
+# The dictionary an LZMA member's header asks for is allocated before a byte is decoded; with
+# no budget given (listing) it is capped at the largest preset's (64 MiB) times four.
+LZMA_DICT_CAP = 256 * 1024 * 1024
+
+
+def check_lzma_dictionary(zf: zipfile.ZipFile, info: zipfile.ZipInfo, where: str,
+                          budget: int | None) -> None:  # fmt: skip
+    """An LZMA member declares its dictionary size (up to 4 GiB) in 9 bytes: refuse one
+    that does not fit the budget, before zipfile's decoder allocates it."""
+    if info.compress_type != zipfile.ZIP_LZMA or not zf.filename:
+        return
+    with member_errors(where), open(zf.filename, "rb") as f:
+        f.seek(info.header_offset)
+        local = f.read(30)
+        if len(local) < 30 or local[:4] != b"PK\x03\x04":
+            return  # zipfile reports the bad header itself
+        name_len, extra_len = struct.unpack("<HH", local[26:30])
+        f.seek(info.header_offset + 30 + name_len + extra_len)
+        head = f.read(9)  # version (2), properties size (2), lc/lp/pb (1), dictionary (4)
+    if len(head) < 9:
+        return
+    dictionary = int.from_bytes(head[5:9], "little")
+    check_budget(
+        dictionary,
+        LZMA_DICT_CAP if budget is None else budget,
+        where=where,
+        what="the dictionary its LZMA compression declares",
+    )
 
 
 class NpzHandle(ArrayHandle):
@@ -81,6 +144,7 @@ class NpzHandle(ArrayHandle):
         **kw: Any,
     ) -> None:
         location = f"{uri.path}:{key}"
+        check_lzma_dictionary(zf, info, location, kw.get("max_bytes"))
         with member_errors(location), zf.open(info) as f:
             header = read_header(f, location)
         reason = dtype_refusal(header.dtype)
@@ -227,6 +291,7 @@ def _read_attrs(zf: zipfile.ZipFile, info: zipfile.ZipInfo, where: str) -> dict:
         raise DataError(
             f"{where}: {ATTRS_KEY} member is implausibly large ({info.file_size} bytes)"
         )
+    check_lzma_dictionary(zf, info, where, None)
     with member_errors(where), zf.open(info) as f:
         header = read_header(f, where)
         if header.dtype.kind != "U" or header.shape != ():

@@ -7,19 +7,23 @@ error: zarr would silently return the fill value for it.
 
 from __future__ import annotations
 
+import contextlib
 import json
+import lzma
 import math
 import os
 import re
 import warnings
+import zlib
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from .budget import check_budget, dense_nbytes, human_bytes, inflated_size, shape_text
 from .detect import special_kind
-from .dtypes import dtype_refusal
+from .dtypes import dtype_name, dtype_refusal
 from .errors import DataError, InputMissingError, UsageError
 from .handle import ArrayHandle, RefusedError, cap_list, one_line, os_errors, refused_entry
 from .sparse import (
@@ -35,8 +39,19 @@ from .uri import URI
 FORMAT = "zarr"
 
 
-# zarr raises many exception types for bad metadata and codecs.
-_ZARR_DECODE = (ValueError, RuntimeError, KeyError, EOFError, TypeError, AttributeError)
+# zarr raises many exception types for bad metadata and codecs (zlib/lzma: numcodecs' gzip,
+# zlib and lzma codecs let the decompressor's own error through).
+_ZARR_DECODE = (
+    ValueError,
+    RuntimeError,
+    KeyError,
+    EOFError,
+    TypeError,
+    AttributeError,
+    OverflowError,  # a fill value or extent outside its dtype
+    zlib.error,
+    lzma.LZMAError,
+)
 
 
 def zarr_errors(where: str, doing: str = "cannot decode the stored data"):
@@ -118,9 +133,181 @@ def _location(path: Path, name: str) -> str:
 
 
 def _store(path: Path) -> Any:
+    return _checked_store_class()(path, read_only=True)
+
+
+# -- compressed chunks: their decoded size checked before zarr inflates them -----------------
+#
+# A chunk's compressed frame is trusted by nobody but the codec: a few KiB of zstd or gzip can
+# inflate to gigabytes whatever the array's declared shape and chunk shape say, and the codecs
+# allocate the whole output first. So every chunk the store hands to zarr is checked against
+# the size its chunk decodes to: from the frame header where the format declares the size the
+# codec allocates (zstd, blosc, lz4), else by inflating it with a bound (gzip, zlib, bz2, lzma:
+# a second decompression, the price of not trusting the frame).
+
+_EMPTY_CHUNK = 2**64 - 1  # shard index entry of a chunk that is not stored
+_CODEC_KINDS = {
+    "zstdcodec": "zstd",
+    "gzipcodec": "gzip",
+    "blosccodec": "blosc",
+    "zstd": "zstd",
+    "gzip": "gzip",
+    "zlib": "zlib",
+    "blosc": "blosc",
+    "bz2": "bz2",
+    "lzma": "lzma",
+    "lz4": "lz4",
+}
+
+
+def _codec_kind(codec: Any) -> str | None:
+    name = getattr(codec, "codec_id", None) or type(codec).__name__
+    return _CODEC_KINDS.get(str(name).lower().removeprefix("numcodecs."))
+
+
+def _zstd_declared(frame: memoryview) -> int | None:
+    """Content size the zstd frame declares (what numcodecs allocates), None if absent."""
+    if len(frame) < 5:
+        return -1  # the codec reports the error
+    magic = int.from_bytes(frame[:4], "little")
+    if magic != 0xFD2FB528:
+        # A skippable frame first hides the real one from the size numcodecs reads.
+        return None if 0x184D2A50 <= magic <= 0x184D2A5F else -1
+    fhd = frame[4]
+    single = (fhd >> 5) & 1
+    at = 5 + (0 if single else 1) + (0, 1, 2, 4)[fhd & 3]
+    size = (1 if single else 0, 2, 4, 8)[fhd >> 6]
+    if size == 0:
+        return None
+    value = int.from_bytes(frame[at : at + size], "little")
+    return value + 256 if size == 2 else value
+
+
+def _decoded_size(kind: str, frame: memoryview, limit: int) -> int | None:
+    """What decoding `frame` allocates (a lower bound of it past `limit`); None: unknown."""
+    if kind == "zstd":
+        return _zstd_declared(frame)
+    if kind == "blosc":
+        return int.from_bytes(frame[4:8], "little") if len(frame) >= 16 else -1
+    if kind == "lz4":
+        return int.from_bytes(frame[:4], "little", signed=True) if len(frame) >= 4 else -1
+    return inflated_size(kind, frame, limit)
+
+
+class _Frames:
+    """How to check the stored chunks of one array: codec, decoded-size bound, shard index."""
+
+    def __init__(self, arr: Any, where: str) -> None:
+        self.where = where
+        meta = arr.metadata
+        self.shard = None
+        if meta.zarr_format == 2:
+            codecs = [meta.compressor] if meta.compressor is not None else []
+            # v2 filters may change the stored item size (astype): allow the widest number.
+            width = max(arr.dtype.itemsize, 16) if meta.filters else arr.dtype.itemsize
+            chunk = arr.chunks
+        else:
+            codecs = list(meta.codecs)
+            width = arr.dtype.itemsize
+            chunk = arr.chunks
+            if codecs and type(codecs[0]).__name__ == "ShardingCodec":
+                self.shard = codecs[0]
+                codecs = list(self.shard.codecs)
+                self.per_shard = math.prod(
+                    int(s) // max(int(c), 1) for s, c in zip(arr.shards, chunk, strict=True)
+                )
+        kinds = [k for k in map(_codec_kind, codecs) if k]
+        self.kind = kinds[-1] if kinds else None  # the outermost compressor decodes first
+        nbytes = math.prod(int(c) for c in chunk) * width
+        # Compressed data of an incompressible chunk is a little larger than the chunk.
+        self.limit = nbytes + nbytes // 64 + 4096
+
+    def check(self, key: str, data: memoryview, byte_range: Any) -> None:
+        if self.kind is None:
+            return
+        if self.shard is None:
+            self._check_frame(key, data)
+            return
+        from zarr.abc.store import RangeByteRequest
+
+        index_size = 16 * self.per_shard + 4 * len(self.shard.index_codecs[1:])
+        if byte_range is None:
+            self._check_shard(key, data, index_size)
+        elif isinstance(byte_range, RangeByteRequest) and not (
+            byte_range.start == 0 and byte_range.end == index_size
+        ):
+            self._check_frame(key, data)  # one inner chunk of the shard
+
+    def _check_shard(self, key: str, data: memoryview, index_size: int) -> None:
+        if self.per_shard * 16 > len(data):
+            return  # no room for the index: zarr reports the broken shard
+        at_end = str(getattr(self.shard.index_location, "value", "end")) == "end"
+        index = data[len(data) - index_size :] if at_end else data[:index_size]
+        endian = getattr(self.shard.index_codecs[0], "endian", None)
+        order = ">" if str(getattr(endian, "value", "little")) == "big" else "<"
+        entries = np.frombuffer(index[: 16 * self.per_shard], dtype=f"{order}u8").reshape(-1, 2)
+        for offset, nbytes in entries.tolist():
+            if offset != _EMPTY_CHUNK and offset + nbytes <= len(data):
+                self._check_frame(key, data[offset : offset + nbytes])
+
+    def _check_frame(self, key: str, frame: memoryview) -> None:
+        size = _decoded_size(self.kind, frame, self.limit)
+        if size is None:
+            raise DataError(
+                f"{self.where}: chunk '{key}' is a zstd frame that does not declare its "
+                "decoded size first, so decoding it could not be bounded; rewrite the array"
+            )
+        if size > self.limit:
+            raise DataError(
+                f"{self.where}: chunk '{key}' decodes to at least {human_bytes(size)}, more "
+                f"than the {human_bytes(self.limit)} a chunk of this array can hold "
+                "(a decompression bomb?)"
+            )
+
+
+_CHECKED_STORE: Any = None
+
+
+def _checked_store_class() -> Any:
+    """LocalStore that checks every chunk against its array's _Frames before zarr decodes it
+    (built on first use: zarr is imported only when a Zarr store is touched)."""
+    global _CHECKED_STORE
+    if _CHECKED_STORE is not None:
+        return _CHECKED_STORE
     from zarr.storage import LocalStore
 
-    return LocalStore(path, read_only=True)
+    class CheckedLocalStore(LocalStore):
+        frames: dict[str, _Frames]
+
+        def __init__(self, root: Any, *, read_only: bool = False) -> None:
+            super().__init__(root, read_only=read_only)
+            self.frames = {}
+
+        def with_read_only(self, read_only: bool = False) -> Any:
+            other = super().with_read_only(read_only)
+            other.frames = self.frames
+            return other
+
+        def register(self, name: str, frames: _Frames) -> None:
+            self.frames[f"{name}/" if name else ""] = frames
+
+        async def get(self, key: str, prototype: Any = None, byte_range: Any = None) -> Any:
+            buf = await super().get(key, prototype, byte_range)
+            if buf is None or not self.frames:
+                return buf
+            prefix = max((p for p in self.frames if key.startswith(p)), key=len, default=None)
+            if prefix is None:
+                return buf
+            rest = key[len(prefix) :]
+            if "/" not in rest and rest in _METADATA_FILES:
+                return buf
+            # A view, not a copy: only headers are read, or a stream inflated with a bound.
+            data = memoryview(np.ascontiguousarray(buf.as_numpy_array())).cast("B")
+            self.frames[prefix].check(key, data, byte_range)
+            return buf
+
+    _CHECKED_STORE = CheckedLocalStore
+    return _CHECKED_STORE
 
 
 def _open_array(store: Any, path: Path, name: str) -> Any:
@@ -246,6 +433,9 @@ class _ZarrMember:
         reason = dtype_refusal(self.array.dtype)
         if reason:
             raise RefusedError(self.where, reason)
+        if hasattr(store, "register"):
+            with zarr_errors(self.where, "cannot open the array metadata"):
+                store.register(name, _Frames(self.array, self.where))
         self.missing, self.total, self.unit = _missing_chunks(
             self.array, self.directory, self.where
         )
@@ -257,6 +447,44 @@ class _ZarrMember:
             raise DataError(
                 _missing_message(self.where, missing, total, unit, self.array.fill_value)
             )
+
+    @property
+    def chunk_nbytes(self) -> int:
+        """Bytes zarr allocates to decode one chunk (the inner chunk of a sharded array),
+        plus the index of a shard (16 bytes per inner chunk)."""
+        nbytes = dense_nbytes(self.array.chunks, self.array.dtype)
+        shards = getattr(self.array, "shards", None)
+        if shards is not None:
+            per_shard = math.prod(
+                -(-int(s) // max(int(c), 1)) for s, c in zip(shards, self.array.chunks, strict=True)
+            )
+            nbytes += 16 * per_shard
+        return nbytes
+
+    def check_decode(self, budget: int | None) -> None:
+        """A chunk is decoded whole, however little of it the array uses: a declared chunk
+        far larger than the array (a small frame inflating to gigabytes) must fit the budget
+        like the array itself."""
+        check_budget(
+            self.chunk_nbytes,
+            budget,
+            where=self.where,
+            what=f"decoding one chunk of shape {shape_text(self.array.chunks)} "
+            f"{dtype_name(self.array.dtype)}",
+        )
+
+    @contextlib.contextmanager
+    def decoding(self, budget: int | None) -> Iterator[None]:
+        """Let zarr decode at once only as many chunks as fit in the budget."""
+        import zarr
+
+        concurrency = int(zarr.config.get("async.concurrency"))
+        fit = concurrency if budget is None else max(budget // max(self.chunk_nbytes, 1), 1)
+        if fit >= concurrency:
+            yield
+            return
+        with zarr.config.set({"async.concurrency": int(fit)}):
+            yield
 
 
 def _describe_codecs(arr: Any) -> tuple[str | None, list[str]]:
@@ -296,22 +524,41 @@ class ZarrDenseHandle(ArrayHandle):
             **kw,
         )
 
+    # The budget of a read() in progress; row blocks use the handle's budget, the whole
+    # working set (blocks may be smaller than a chunk, which zarr decodes whole anyway).
+    _read_budget: int | None = None
+
+    def _decode_budget(self) -> int | None:
+        return self.max_bytes if self._read_budget is None else self._read_budget
+
+    def read(self, max_bytes: int | None = None) -> Any:
+        budget = self._budget(max_bytes)
+        # The array's own size first (the clearer message), then the chunk it decodes.
+        check_budget(self.read_nbytes, budget, where=self.location, what=self._what())
+        self._member.check_decode(budget)
+        self._read_budget = budget
+        try:
+            return super().read(max_bytes)
+        finally:
+            self._read_budget = None
+
     def _before_blocks(self) -> None:
         self._member.check_complete()
+        self._member.check_decode(self.max_bytes)
 
     def _read(self) -> np.ndarray:
         self._member.check_complete()
-        with zarr_errors(self.location):
+        with zarr_errors(self.location), self._member.decoding(self._decode_budget()):
             return np.asarray(self._member.array[...])
 
     def _read_rows(self, start: int, stop: int) -> np.ndarray:
-        with zarr_errors(self.location):
+        with zarr_errors(self.location), self._member.decoding(self._decode_budget()):
             return np.asarray(self._member.array[start:stop])
 
     def _read_rows_into(self, start: int, stop: int, out: np.ndarray) -> None:
         from zarr.core.buffer.cpu import NDBuffer
 
-        with zarr_errors(self.location):
+        with zarr_errors(self.location), self._member.decoding(self._decode_budget()):
             self._member.array.get_basic_selection(
                 np.s_[start:stop], out=NDBuffer.from_numpy_array(out)
             )
@@ -360,12 +607,15 @@ class ZarrSparseHandle(SparseCOOHandle):
         self._members = members
 
     def _before_blocks(self) -> None:
+        # Every read path passes here first; the open-time budget bounds chunk decoding.
         for z in self._members.values():
             z.check_complete()
+            z.check_decode(self.max_bytes)
 
     def _slice(self, member: str, start: int, stop: int) -> np.ndarray:
-        with zarr_errors(self.location):
-            return np.asarray(self._members[member].array[start:stop])
+        z = self._members[member]
+        with zarr_errors(self.location), z.decoding(self.max_bytes):
+            return np.asarray(z.array[start:stop])
 
 
 def _make_handle(
