@@ -470,7 +470,8 @@ def _power_of_two_scale(amax: float, dtype) -> float:
     e = int(np.frexp(amax)[1])
     if abs(e) <= _SAFE_EXPONENT[np.dtype(dtype).itemsize]:
         return 1.0
-    return float(np.ldexp(1.0, -e))
+    # capped so that 2^k is finite in the working dtype (subnormal maxima)
+    return float(np.ldexp(1.0, min(-e, np.finfo(dtype).maxexp - 2)))
 
 
 _CONTROLLER = []

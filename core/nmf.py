@@ -162,10 +162,17 @@ class Regularisation:
 
     def scaled(self, s: float, loss: str) -> Regularisation:
         """The same problem for data multiplied by ``s`` (factors by √s)."""
-        if s == 1.0:
+        if s == 1.0 or not self.any:
             return self
-        a, b = (s**1.5, s) if loss == "frobenius" else (s**0.5, 1.0)
-        return Regularisation(self.l1_w * a, self.l1_h * a, self.l2_w * b, self.l2_h * b)
+        # s^1.5 by exact powers (s = 4^j): a float power overflows for the largest scales
+        a, b = (s * math.sqrt(s), s) if loss == "frobenius" else (math.sqrt(s), 1.0)
+        out = Regularisation(self.l1_w * a, self.l1_h * a, self.l2_w * b, self.l2_h * b)
+        if not all(math.isfinite(v) for v in out.as_dict().values()):
+            e = round(math.log2(s))
+            raise DataError(f"the penalties are out of floating-point range for data of magnitude "
+                            f"near 2^{-e} (rescaled to unit size they become infinite); rescale "
+                            "the data or drop the penalties")  # fmt: skip
+        return out
 
     def penalty(self, w, ht) -> float:
         out = 0.0
@@ -463,7 +470,8 @@ def _power_of_four_scale(amax: float, dtype) -> float:
     e = int(np.frexp(amax)[1])
     if abs(e) <= _SAFE_EXPONENT[np.dtype(dtype).itemsize]:
         return 1.0
-    return float(np.ldexp(1.0, -2 * (e // 2)))
+    cap = np.finfo(dtype).maxexp - 2  # 2^k stays finite in the working dtype (subnormal maxima)
+    return float(np.ldexp(1.0, min(-2 * (e // 2), cap - cap % 2)))
 
 
 def _build_data(x, wdt, sparse, nan, scale):

@@ -105,7 +105,9 @@ def power_of_two_scale(amax: float) -> float:
     exp = int(np.frexp(amax)[1])
     if abs(exp) <= _SAFE_EXPONENT:
         return 1.0
-    return float(np.ldexp(1.0, -exp))
+    # a subnormal maximum (exp < −1021) needs more than 2^1022, which is not a float: the
+    # largest power of two still brings it to a normal number, far from underflow
+    return float(np.ldexp(1.0, min(-exp, 1022)))
 
 
 def abs_max(a) -> float:

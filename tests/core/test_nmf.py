@@ -472,3 +472,13 @@ def test_semi_nmf_factor_match_stays_in_the_unit_interval():
     assert 0.0 <= res.metrics["factor_match"] <= 1.0
     h = res.arrays["H"]
     assert factor_match(h.T, h.T) == pytest.approx(1.0)
+
+
+def test_subnormal_data_is_rescaled_and_penalties_beyond_range_are_refused():
+    """max|X| below 2^-1022 needs a scale of 2^1022 (2^1046 is not a float); the penalties,
+    rescaled with it by s^1.5, leave the float64 range: a clear data error."""
+    x = np.full((3, 4), 5e-315)
+    res = nmf(x, 1)
+    np.testing.assert_allclose(res.arrays["W"] @ res.arrays["H"], x, rtol=1e-6)
+    with pytest.raises(DataError, match="out of floating-point range"):
+        nmf(x, 1, l1_w=0.1)
