@@ -12,10 +12,22 @@ def svd_flip(u: np.ndarray, vt: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     This is scikit-learn's u-based ``svd_flip`` rule; it makes outputs reproducible
     byte for byte across methods that agree up to sign.
     """
-    if u.shape[1] == 0:
+    m, k = u.shape
+    if k == 0:
         return u, vt
-    idx = np.argmax(np.abs(u), axis=0)
-    signs = np.sign(u[idx, np.arange(u.shape[1])])
+    # in row blocks: |U| of a tall U would be a full copy, reduced down strided columns
+    best = np.full(k, -1.0)
+    idx = np.zeros(k, dtype=np.int64)
+    step = max(1, (1 << 16) // k)
+    cols = np.arange(k)
+    for start in range(0, m, step):
+        blk = np.abs(u[start : start + step])
+        i = np.argmax(blk, axis=0)
+        v = blk[i, cols]
+        better = v > best  # strict: the first largest entry wins, as one argmax would
+        best[better] = v[better]
+        idx[better] = i[better] + start
+    signs = np.sign(u[idx, cols])
     signs[signs == 0] = 1
     signs = signs.astype(u.dtype)
     u *= signs

@@ -1,5 +1,6 @@
 """Truncated SVD / PCA: exact LAPACK, tall-skinny QR, randomized range finders, Lanczos
-(ARPACK) and streaming over row blocks of a file.
+(block Lanczos of :mod:`rankwise.core.krylov`, ARPACK as its fallback) and streaming over row
+blocks of a file.
 
 Conventions
 -----------
@@ -17,7 +18,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from . import randomized
+from . import krylov, randomized
 from .errors import BudgetError, ParameterError
 from .errors import human_bytes as _human
 from .linalg import eps, orth, orthogonality_loss, qr_tall, svd_flip, tall_svd, thin_svd
@@ -120,9 +121,10 @@ def stream_block_rows(shape, itemsize: int, max_memory: int | None, chunk_rows=N
 
 
 def estimate_bytes(method: str, shape, dtype, *, sparse: bool, nnz: int | None,
-                   rank: int | None, oversample: int, center: bool,
-                   block_rows: int | None = None) -> int:  # fmt: skip
-    """Peak bytes of the input in memory plus the method's working set."""
+                   rank: int | None, oversample: int, center: bool, block_rows: int | None = None,
+                   max_memory: int | None = None) -> int:  # fmt: skip
+    """Peak bytes of the input in memory plus the method's working set (for ``lanczos``, of
+    the largest basis that fits ``max_memory``, see :func:`krylov.fit_budget`)."""
     m, n = (int(s) for s in shape)
     r = min(m, n)
     w = np.dtype(dtype).itemsize
@@ -144,8 +146,15 @@ def estimate_bytes(method: str, shape, dtype, *, sparse: bool, nnz: int | None,
         extra = (dense if (sparse or center) else 0) + dense + (m + n) * r * w + 4 * r * r * w
         return stored + extra
     if method == "lanczos":
-        ncv = min(r, max(2 * ell + 1, 20))
-        return stored + (m + n) * ell * w * 2 + ncv * r * 8
+        # the block Krylov solver (ARPACK, its fallback, needs less); accuracy rules double
+        # the rank from 16, planned for the first few doublings
+        k = max(1, min(rank if rank else ell, r - 1))
+        threads = krylov.default_threads()
+        try:
+            sz, threads, _ = krylov.fit_budget(m, n, k, w, threads, max_memory, stored)
+        except BudgetError:  # report what the default basis would need
+            sz = krylov.sizes(k, r)
+        return stored + krylov.working_bytes(m, n, k, w, threads, sz)
     # randomized: Q, a sketch and B plus the small SVD
     return stored + 3 * (m + n) * ell * w + 2 * ell * ell * w
 
@@ -168,7 +177,8 @@ def plan(shape, dtype, *, rule: RankRule, method: str = "auto", sparse: bool = F
 
     def est(meth):
         return estimate_bytes(meth, shape, wdt, sparse=sparse, nnz=nnz, rank=k,
-                              oversample=oversample, center=center, block_rows=rows)  # fmt: skip
+                              oversample=oversample, center=center, block_rows=rows,
+                              max_memory=max_memory)  # fmt: skip
 
     def fits(meth):
         return max_memory is None or est(meth) <= max_memory
@@ -211,8 +221,10 @@ def _auto(m, n, wdt, sparse, k, rule, oversample, fits):
             )
         if k is not None and k < r - 1 and r > 2:
             return "lanczos", (
-                f"sparse input with fixed rank {k} ≪ min(m, n) = {r}: "
-                "ARPACK Lanczos on the sparse operator, never densified"
+                f"sparse input with fixed rank {k} ≪ min(m, n) = {r}: block Lanczos on the "
+                "sparse operator (thick restarts, block products split over threads), never "
+                "densified; it matches ARPACK's accuracy in less time, while the randomized "
+                "range finder is faster but leaves σ_k off by up to ~10% on flat spectra"
             )
         return "randomized", (
             "sparse input with an accuracy rule: adaptive randomized range finder on the "
@@ -353,7 +365,10 @@ def truncated_svd(a, rule: RankRule, *, method: str = "auto", center: bool = Fal
         if used == "exact":
             u, s, vt, spec, details = _exact(a, op, sparse=sparse, center=center, rule=work_rule)
         elif used == "lanczos":
-            u, s, vt, spec, details = _lanczos(op, work_rule, rng, callback, max_basis)
+            base = a.data.nbytes + a.indices.nbytes + a.indptr.nbytes if sparse else a.nbytes
+            u, s, vt, spec, details, err_sq = _lanczos(
+                op, work_rule, rng, callback, max_basis, max_memory=max_memory, base_bytes=base
+            )
         else:
             if fact is None and rule.kind == "rank":
                 fact = randomized.fixed_rank(op, min(int(rule.value), r), oversample=oversample,
@@ -515,34 +530,69 @@ def _finish(fact: randomized.Factorisation, rule: RankRule):
 
 # --- Lanczos ---------------------------------------------------------------------------
 
+# "block": thick-restarted block Lanczos on the Gram operator (rankwise.core.krylov), with
+# ARPACK as the fallback when it does not converge; "arpack": scipy.sparse.linalg.svds only.
+LANCZOS_SOLVER = "block"
 
-def _lanczos(op, rule, rng, callback, max_basis: int):
-    """ARPACK (scipy.sparse.linalg.svds); for accuracy rules the rank doubles until met."""
-    from scipy.sparse.linalg import svds
 
+def _lanczos(op, rule, rng, callback, max_basis: int, *, max_memory=None, base_bytes=0,
+             solver: str | None = None):  # fmt: skip
+    """Leading singular triplets by a Lanczos method; for accuracy rules the rank doubles
+    until the rule is met. Returns u, s, vt, the spectrum, details and the error² per rank
+    (None when it has to be computed from the factors).
+
+    ``solver="block"`` (the default, LANCZOS_SOLVER) runs the block Krylov solver of
+    :mod:`rankwise.core.krylov` and falls back to ARPACK when that does not converge within
+    its product limit; ``"arpack"`` runs ``scipy.sparse.linalg.svds`` only. ``details["solver"]``
+    says which ran."""
     m, n = op.shape
     r = min(m, n)
-    # The matrix itself when it has one (scipy's own products), else the operator.
-    lin = op.a if isinstance(op, SparseOperator | DenseOperator) else to_scipy_linear_operator(op)
+    solver = solver or LANCZOS_SOLVER
     total = op.fro_norm_sq()
     k = min(int(rule.value), r - 1) if rule.kind == "rank" else min(16, r - 1)
-    if total == 0.0:  # ARPACK cannot start on a zero operator; every basis is optimal
+    if total == 0.0:  # Lanczos cannot start on a zero operator; every basis is optimal
         k = max(1, k)
         u, vt = np.eye(m, k, dtype=op.dtype), np.eye(k, n, dtype=op.dtype)
         spec = Spectrum(s=np.zeros(k, dtype=op.dtype), total_sq=0.0, max_rank=r, complete=False)
-        return u, spec.s, vt, spec, {"solver": "none (zero matrix)", "stop_reason": "zero matrix"}
-    history = []
+        return (u, spec.s, vt, spec,
+                {"solver": "none (zero matrix)", "stop_reason": "zero matrix"}, None)  # fmt: skip
+    history: list = []
     stop_reason = ""
     converged = True
+    extra: dict = {}
     while True:
-        v0 = randomized.gaussian(rng, (r,), op.dtype)
-        u, s, vt = svds(lin, k=k, v0=v0, tol=0, solver="arpack", return_singular_vectors=True)
-        order = np.argsort(s)[::-1]
-        u, s, vt = u[:, order], s[order], vt[order]
-        spec = Spectrum(s=s, total_sq=total, max_rank=r, complete=False)
-        history.append({"step": len(history) + 1, "rank": int(k)})
+        err_sq = None
+        status = "arpack"
+        if solver == "block":
+            # Rank rules also report σ_{k+1}, σ_{k+2} (lower estimates); accuracy rules see
+            # only converged values, so that an underestimate cannot end the rank early.
+            fact, status = krylov.gram_svd(
+                op, k, rng=rng, total=total, max_memory=max_memory, base_bytes=base_bytes,
+                extra=krylov.FINAL_EXTRA if rule.kind == "rank" else 0,
+                callback=callback if rule.kind == "rank" else None,
+            )  # fmt: skip
+            if status == "not converged":
+                extra = {"solver": "arpack",
+                         "fallback_reason": f"block Lanczos: {fact.stop_reason}"}  # fmt: skip
+            else:
+                with _small_blas(fact):
+                    u, s, vt, spec, fdet, err_sq = _finish(fact, rule)
+                extra = {key: val for key, val in fdet.items()
+                         if key not in ("history", "converged", "stop_reason")}  # fmt: skip
+                how = fact.stop_reason
+                history.extend({**ev, "rank": int(k), "step": len(history) + 1}
+                               for ev in fdet["history"])  # fmt: skip
+        else:
+            extra = {"solver": "arpack"}
+        if extra["solver"] == "arpack":
+            u, s, vt, spec = _arpack(op, k, rng, total)
+            how = "ARPACK converged" + (" (fallback)" if solver == "block" else "")
+            history.append({"step": len(history) + 1, "rank": int(k), "solver": "arpack"})
+        if status == "stopped":
+            converged, stop_reason = False, "stopped by callback"
+            break
         if rule.kind == "rank":
-            stop_reason = "ARPACK converged"
+            stop_reason = how
             break
         if select_rank(spec, rule) is not None:
             stop_reason = f"{rule.kind} met with {k} singular triplets"
@@ -559,9 +609,37 @@ def _lanczos(op, rule, rng, callback, max_basis: int):
             raise randomized.BasisLimit(
                 f"{rule.kind} needs more than {max_basis} Lanczos triplets (min(m, n) = {r})"
             )
-    details = {"solver": "arpack", "history": history, "converged": converged,
+    details = {**extra, "history": history, "converged": converged,
                "stop_reason": stop_reason}  # fmt: skip
-    return u, s, vt, spec, details
+    return u, s, vt, spec, details, err_sq
+
+
+def _small_blas(fact):
+    """One BLAS thread for finishing a thin factorisation (a QR or SVD of ℓ ≤ 64 columns and
+    an m×ℓ·ℓ×ℓ product): threads gain little there and, spinning on a shared machine, cost
+    up to 10× (measured 0.58 s against 0.035 s on the sparse benchmark)."""
+    import contextlib
+
+    from threadpoolctl import threadpool_limits
+
+    if min(fact.left.shape[1], fact.right.shape[0]) > 64:
+        return contextlib.nullcontext()
+    return threadpool_limits(limits=1, user_api="blas")
+
+
+def _arpack(op, k, rng, total):
+    """ARPACK (scipy.sparse.linalg.svds, tol=0) on the matrix or the operator."""
+    from scipy.sparse.linalg import svds
+
+    m, n = op.shape
+    r = min(m, n)
+    # The matrix itself when it has one (scipy's own products), else the operator.
+    lin = op.a if isinstance(op, SparseOperator | DenseOperator) else to_scipy_linear_operator(op)
+    v0 = randomized.gaussian(rng, (r,), op.dtype)
+    u, s, vt = svds(lin, k=k, v0=v0, tol=0, solver="arpack", return_singular_vectors=True)
+    order = np.argsort(s)[::-1]
+    u, s, vt = u[:, order], s[order], vt[order]
+    return u, s, vt, Spectrum(s=s, total_sq=total, max_rank=r, complete=False)
 
 
 # --- certification ---------------------------------------------------------------------

@@ -446,3 +446,18 @@ def test_tall_skinny_forms_only_the_kept_columns():
     k = res.rank["value"]
     assert res.U.shape == (4000, k) and t[k] <= 1e-6 < t[k - 1]
     assert direct_error(a, res) == pytest.approx(np.sqrt(t[k]), rel=1e-8)
+
+
+@pytest.mark.parametrize("m, k", [(200_000, 20), (12, 3), (70_000, 5), (1, 1)])
+def test_svd_flip_matches_one_argmax_across_row_blocks(m, k):
+    """The row-blocked sign rule equals sklearn's one-argmax rule, ties included (the first
+    largest entry wins, also when the tie spans two blocks)."""
+    from rankwise.core.linalg import svd_flip
+
+    rng = np.random.default_rng(0)
+    u, vt = rng.standard_normal((m, k)), rng.standard_normal((k, 4))
+    u[0, 0], u[m - 1, 0] = -100.0, 100.0
+    idx = np.argmax(np.abs(u), axis=0)
+    signs = np.sign(u[idx, np.arange(k)])
+    uf, vf = svd_flip(u.copy(), vt.copy())
+    assert np.array_equal(uf, u * signs) and np.array_equal(vf, vt * signs[:, None])
