@@ -10,6 +10,7 @@ import typer
 from . import checkpoint as checkpoints
 from . import options as opt
 from .checkpoint import CheckpointOptions, with_checkpoint
+from .engine import Engine, EngineOptions, with_engine
 from .errors import CliUsageError
 from .matrix import _progress
 from .run import Common, Run, guarded
@@ -47,6 +48,7 @@ def parse_clip(text: str | None):
 
 @opt.with_common
 @with_checkpoint
+@with_engine
 def complete(
     uri: opt.InputURI,
     output: opt.Output,
@@ -151,6 +153,7 @@ def complete(
     ] = False,  # fmt: skip
     common: Common = None,  # the shared options, from @opt.with_common
     checkpointing: CheckpointOptions = None,  # from @with_checkpoint
+    eng: EngineOptions = None,  # the engine options, from @with_engine
 ) -> None:
     """Complete a matrix or tensor with missing entries (NaN in dense input; the stored
     entries of sparse input are the observed ones)."""
@@ -160,6 +163,17 @@ def complete(
         from rankwise.core import complete as core
 
         box = parse_clip(clip)
+        eng.check()
+        if eng.engine == Engine.dask:
+            from . import dask_commands
+
+            checkpointing.not_applicable("the dask engine does not checkpoint; rerun instead")
+            dask_commands.complete(Run("complete", common), uri, output, rank=rank,
+                                   method=method.value, reg=reg, reg_path=reg_path,
+                                   solver=solver.value, cg_steps=cg_steps, init=init.value,
+                                   n_init=n_init, tol=tol, max_iter=max_iter, holdout=holdout,
+                                   clip=box, write_completed=write_completed, eng=eng)  # fmt: skip
+            return
         run = Run("complete", common)
         handle = run.open_input(uri)
         order = handle.ndim

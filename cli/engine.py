@@ -205,15 +205,29 @@ def task_bytes(info: dict, budget: int) -> int:
 __all__ = ["Engine", "EngineOptions", "session", "task_bytes"]
 
 
-def run_on_dask(run, handle, eng: EngineOptions, label: str, fn):
+def balanced_rows(rows: int, nrows: int, workers: int, step: int) -> int:
+    """Rows per block, at most ``rows``, for a number of blocks that is a multiple of the
+    workers (blocks held by one worker each for a whole solve must share the work evenly);
+    a multiple of ``step`` (whole fingerprint blocks)."""
+    blocks = -(-nrows // max(1, rows))
+    blocks = -(-blocks // workers) * workers
+    per = -(-nrows // blocks)
+    return max(step, min(rows, -(-per // step) * step))
+
+
+def run_on_dask(run, handle, eng: EngineOptions, label: str, fn, *, balance: bool = False):
     """Run ``fn(a, also, on_first_pass)`` on the dask array of ``handle`` inside a session;
     returns the result and the input's ``sha256-blocks:`` fingerprint (hashed on the workers
-    during the first pass)."""
+    during the first pass). ``balance``: as many blocks per worker (iterative methods whose
+    blocks stay on their workers)."""
     from rankwise.formats import dask_array
 
     with session(eng, threads=run.threads, budget=run.budget, debug=run.common.debug) as info:
         run.engine = info
         rows = dask_array.chunk_rows(handle, task_bytes(info, run.budget))
+        if balance:
+            step = dask_array.digest_rows(handle.shape, handle.dtype)
+            rows = balanced_rows(rows, int(handle.shape[0]), info["workers"], step)
         a = dask_array.as_dask_array(handle, rows=rows, max_bytes=run.budget)
         digests: dict = {}
         with run.compute(f"{label} on dask ({info['workers']} workers)"):

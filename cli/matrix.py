@@ -10,6 +10,7 @@ import typer
 from . import checkpoint as checkpoints
 from . import options as opt
 from .checkpoint import CheckpointOptions, with_checkpoint
+from .engine import Engine, EngineOptions, with_engine
 from .errors import CliUsageError
 from .run import Common, Run, guarded
 from .svd import RULE_OPTIONS, rank_rule
@@ -73,6 +74,7 @@ def _penalty(name: str):
 
 @opt.with_common
 @with_checkpoint
+@with_engine
 def nmf(
     uri: opt.InputURI,
     output: opt.Output,
@@ -107,6 +109,7 @@ def nmf(
     ] = 1,
     common: Common = None,  # the shared options, from @opt.with_common
     checkpointing: CheckpointOptions = None,  # from @with_checkpoint
+    eng: EngineOptions = None,  # the engine options, from @with_engine
 ) -> None:
     """Nonnegative matrix factorization A ≈ W·H (W, H ≥ 0), or semi-NMF with --semi.
 
@@ -126,6 +129,16 @@ def nmf(
         elif init == NMFInit.svd:
             raise CliUsageError("--init svd is for --semi; NMF starts from nndsvd, nndsvda, "
                                 "nndsvdar or random")  # fmt: skip
+        eng.check()
+        if eng.engine == Engine.dask:
+            from . import dask_commands
+
+            checkpointing.not_applicable("the dask engine does not checkpoint; rerun instead")
+            dask_commands.nmf(Run("nmf", common), uri, output, rank=rank, semi=semi,
+                              solver=solver.value, loss=loss.value, init=init.value, l1_w=l1_w,
+                              l1_h=l1_h, l2_w=l2_w, l2_h=l2_h, tol=tol, max_iter=max_iter,
+                              n_init=n_init, eng=eng)  # fmt: skip
+            return
         run = Run("nmf", common)
         _nmf(run, uri, output, rank=rank, semi=semi, solver=solver.value, loss=loss.value,
              init=init.value, l1_w=l1_w, l1_h=l1_h, l2_w=l2_w, l2_h=l2_h, tol=tol,

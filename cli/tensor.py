@@ -12,6 +12,7 @@ import typer
 from . import checkpoint as checkpoints
 from . import options as opt
 from .checkpoint import CheckpointOptions, with_checkpoint
+from .engine import Engine, EngineOptions, with_engine
 from .errors import CliUsageError
 from .matrix import _progress
 from .run import Common, Run, guarded
@@ -215,6 +216,7 @@ def cp(
 
 
 @opt.with_common
+@with_engine
 @with_checkpoint
 def tucker(
     uri: opt.InputURI,
@@ -270,6 +272,7 @@ def tucker(
     ] = None,  # fmt: skip
     svd: SVDPathOption = SVDPath.auto,
     streaming: Streaming = None,
+    eng: EngineOptions = None,  # the engine options, from @with_engine
     common: Common = None,  # the shared options, from @opt.with_common
     checkpointing: CheckpointOptions = None,  # from @with_checkpoint (HOOI only)
 ) -> None:
@@ -294,7 +297,7 @@ def tucker(
         hooi = method == TuckerMethod.hooi
         if not hooi and (iter_tol is not None or max_iter is not None):
             raise CliUsageError("--iter-tol and --max-iter apply to --method hooi only")
-        if not hooi:
+        if not hooi or eng.engine == Engine.dask:
             checkpointing.not_applicable("checkpoints apply to --method hooi on the local "
                                          "engine (ST-HOSVD does not iterate)")  # fmt: skip
         req = parse_ints(ranks, "--ranks") if ranks is not None else None
@@ -305,6 +308,14 @@ def tucker(
         core.check_parameters(ranks=req, tol=tol, budget=budget, method=method.value,
                               budget_search=search, tol_iter=iter_tol, max_iter=max_iter,
                               svd=svd.value)  # fmt: skip
+        eng.check()
+        if eng.engine == Engine.dask:
+            from . import dask_commands
+
+            dask_commands.tucker(Run("tucker", common), uri, output, ranks=req, tol=tol,
+                                 budget=budget, hooi=hooi, svd=svd.value, streaming=streaming,
+                                 eng=eng)  # fmt: skip
+            return
         run = Run("tucker", common)
         handle = run.open_input(uri)
         _check_order(handle, method="tucker", min_order=3, hint=core.HINT_ORDER)

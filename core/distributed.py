@@ -168,11 +168,14 @@ def svd(a, rule: RankRule, *, method: str = "auto", rng=None, oversample: int = 
         total = _checked(*dask.compute(sq, bad))
         extra = None if also is None else dask.compute(extra)[0]
         q = _orth(y)
+        del y  # dropped as soon as Q is formed: m×(k+p) less on the workers
         for i in range(p):
             z = passes.run(f"power iteration {i + 1}: Z = AᵀQ", lambda q=q: (x.T @ q).compute())
+            del q  # before the next Y is formed (two m×(k+p) arrays at most, not four)
             z = np.linalg.qr(z)[0].astype(wdt)
             y = passes.run(f"power iteration {i + 1}: Y = AZ", lambda z=z: (x @ z).persist())
             q = _orth(y)
+            del y
         b = passes.run("B = QᵀA", lambda: (q.T @ x).compute())
         ub, sb, vt = np.linalg.svd(np.asarray(b), full_matrices=False)
         s = sb

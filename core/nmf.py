@@ -620,10 +620,13 @@ def _revive(f, floor: float) -> int:
     return int(dead.sum())
 
 
-def _hals_update(f, num, gram, l1: float, l2: float, passes: int, floor: float, buf) -> int:
+def _hals_update(f, num, gram, l1: float, l2: float, passes: int, floor: float, buf,
+                 on_pass=None) -> int:  # fmt: skip
     """Update every column of ``f`` (rows×k, F-ordered) in place: column j becomes
     ``max(0, (num_j − l1 − Σ_{i≠j} f_i gram_ij) / (gram_jj + l2))``, the exact minimiser of
-    ½‖X − f·otherᵀ‖² + penalties over that column. Returns the number of passes made."""
+    ½‖X − f·otherᵀ‖² + penalties over that column. Returns the number of passes made.
+    ``on_pass(f)``, when given, sees ``f`` after each pass and replaces the stopping rule
+    (True stops): the Dask engine takes that decision over all row blocks."""
     k = f.shape[1]
     dg = np.diagonal(gram) + l2
     dg = np.where(dg > 0, dg, 1)
@@ -634,13 +637,16 @@ def _hals_update(f, num, gram, l1: float, l2: float, passes: int, floor: float, 
     first = None
     done = 0
     for t in range(passes):
-        old = f.copy(order="F") if passes > 1 else None
+        old = f.copy(order="F") if passes > 1 and on_pass is None else None
         for j in range(k):
             np.dot(f, qt[j], out=buf)
             np.subtract(p[:, j], buf, out=buf)
             np.maximum(buf, 0, out=f[:, j])
         done = t + 1
-        if passes > 1:
+        if on_pass is not None:
+            if on_pass(f):
+                break
+        elif passes > 1:
             old -= f
             delta = float(np.sqrt(_sumsq(old)))
             if t == 0:

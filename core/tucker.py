@@ -840,12 +840,9 @@ def _in_memory(x, rule, fixed, req, tol, budget, method, budget_search, tol_iter
 
 def _streaming(src, shape, dtype, wdt, fixed, req, tol, max_memory, chunk_rows, svd,
                warnings, hook) -> Result:  # fmt: skip
-    import time
-
     n_modes = len(shape)
     rows = T.stream_rows(shape, max(np.dtype(dtype).itemsize, wdt.itemsize), max_memory,
                          chunk_rows)  # fmt: skip
-    grams_bytes = sum(i * i for i in shape[1:]) * 8
     if max_memory is not None:
         need = estimate_bytes(shape, dtype, ranks=fixed, streaming=True, max_memory=max_memory,
                               chunk_rows=chunk_rows)  # fmt: skip
@@ -857,53 +854,112 @@ def _streaming(src, shape, dtype, wdt, fixed, req, tol, max_memory, chunk_rows, 
                 f"rows, the Grams of modes 1…{n_modes - 1}, the projected "
                 f"tensor) but the memory budget is {T.human(max_memory)}"
             )
-    pass_seconds = []
-    bytes_read = 0
+    passes = _SlabPasses(src, shape, wdt, rows, hook)
+    return two_pass_hosvd(passes, shape, wdt, fixed, req, tol, max_memory, svd, warnings)
 
-    # modes whose tail threshold a summed Gram cannot resolve get a TSQR R factor instead
-    tsqr = {
-        n
-        for n in range(1, n_modes)
-        if svd == "svd" or (svd == "auto" and T.svd_needed(tol, n_modes, shape[n]))
-    }
 
-    def first_pass(scale):
-        nonlocal bytes_read
+class _SlabPasses:
+    """The passes of :func:`two_pass_hosvd` over a slab source, in this process (slabs along
+    axis 0, the next one read in a thread while the current one is used)."""
+
+    method = "hosvd-streaming"
+
+    def __init__(self, src, shape, wdt, rows: int, hook):
+        self.src, self.shape, self.wdt, self.rows, self.hook = src, shape, wdt, rows, hook
+        self.pass_seconds: list[float] = []
+        self.bytes_read = 0
+
+    def grams(self, scale: float, tsqr: set):
+        """({mode n ≥ 1: its Gram summed over slabs, or a T.StreamingR for modes in
+        ``tsqr``}, ‖X‖², max |X|), the slabs multiplied by ``scale``."""
+        import time
+
+        shape, wdt = self.shape, self.wdt
         grams = {n: (T.StreamingR(shape[n]) if n in tsqr else np.zeros((shape[n], shape[n])))
-                 for n in range(1, n_modes)}  # fmt: skip
+                 for n in range(1, len(shape))}  # fmt: skip
         norm_sq, amax = 0.0, 0.0
         t0 = time.perf_counter()
-        for _, raw in T.iter_slabs(src, rows, prefetch=True, hook=hook if scale == 1.0 else None):
+        hook = self.hook if scale == 1.0 else None
+        for _, raw in T.iter_slabs(self.src, self.rows, prefetch=True, hook=hook):
             blk = np.asarray(raw)
-            bytes_read += blk.nbytes
+            self.bytes_read += blk.nbytes
             T.check_finite_tensor(blk, method="tucker")
             amax = max(amax, abs_max(blk))
             blk = np.ascontiguousarray(blk, dtype=wdt)
             if scale != 1.0:
                 blk = blk * wdt.type(scale)
             norm_sq += T.sq_norm(blk)
-            for n in range(1, n_modes):
+            for n in range(1, len(shape)):
                 if n in tsqr:
                     grams[n].add(np.moveaxis(blk, n, -1).reshape(-1, shape[n]))
                 else:
                     T.mode_gram(blk, n, out=grams[n])
-        pass_seconds.append(time.perf_counter() - t0)
+        self.pass_seconds.append(time.perf_counter() - t0)
         return grams, norm_sq, amax
 
-    grams, norm_sq, amax = first_pass(1.0)
+    def project(self, factors, scale: float, zshape) -> np.ndarray:
+        """``Z = X ×_{n≥1} U_nᵀ`` slab by slab."""
+        import time
+
+        z = np.empty(zshape, dtype=self.wdt)
+        t0 = time.perf_counter()
+        for start, raw in T.iter_slabs(self.src, self.rows, prefetch=True):
+            blk = np.ascontiguousarray(raw, dtype=self.wdt)
+            self.bytes_read += blk.nbytes
+            if scale != 1.0:
+                blk = blk * self.wdt.type(scale)
+            z[start : start + blk.shape[0]] = T.multi_mode_product(
+                blk, {n: factors[n].T for n in range(1, len(self.shape))}
+            )
+        self.pass_seconds.append(time.perf_counter() - t0)
+        return z
+
+    def residual_sq(self, core, factors, scale: float) -> float:
+        import time
+
+        t0 = time.perf_counter()
+        scaled = T.ScaledSlabs(self.src, scale, self.wdt) if scale != 1.0 else self.src
+        out = T.residual_sq(scaled, lambda s0, s1: T.tucker_rows(core, factors, s0, s1),
+                            rows=self.rows)  # fmt: skip
+        self.pass_seconds.append(time.perf_counter() - t0)
+        return out
+
+    def details(self) -> dict:
+        return {"streaming": True, "slab_rows": int(self.rows),
+                "passes": len(self.pass_seconds), "bytes_read": int(self.bytes_read),
+                "pass_seconds": [round(t, 4) for t in self.pass_seconds]}  # fmt: skip
+
+    def reason(self) -> str:
+        return (f"streamed HOSVD-style: Grams of modes 1…{len(self.shape) - 1} summed over "
+                f"slabs of {self.rows} rows (pass 1), those modes projected slab by slab "
+                "(pass 2), mode 0 finished in memory")  # fmt: skip
+
+
+def two_pass_hosvd(passes, shape, wdt, fixed, req, tol, max_memory, svd, warnings) -> Result:
+    """The HOSVD-style variant of the module docstring ("Streaming") over the passes of
+    ``passes`` (:class:`_SlabPasses` here, the workers' passes on the Dask engine): the rank
+    rules, mode 0 on ``Z``, the certification and the report are the same for both."""
+    n_modes = len(shape)
+    grams_bytes = sum(i * i for i in shape[1:]) * 8
+    # modes whose tail threshold a summed Gram cannot resolve get a TSQR R factor instead
+    tsqr = {
+        n
+        for n in range(1, n_modes)
+        if svd == "svd" or (svd == "auto" and T.svd_needed(tol, n_modes, shape[n]))
+    }
+    grams, norm_sq, amax = passes.grams(1.0, tsqr)
     scale = power_of_two_scale(amax)
     if scale != 1.0:
-        grams, norm_sq, _ = first_pass(scale)
+        grams, norm_sq, _ = passes.grams(scale, tsqr)
         e = int(round(math.log2(scale)))
         warnings.append(f"entries of magnitude near 2^{-e} were scaled by 2^{e} (exactly) to "
                         "keep the norms finite; the core is scaled back")  # fmt: skip
-    details = {"working_dtype": str(wdt), "streaming": True, "slab_rows": int(rows),
-               "svd_path": svd, "scale": scale}  # fmt: skip
+    details = {"working_dtype": str(wdt), "svd_path": svd, "scale": scale}
     rule = "ranks" if fixed is not None else "tol"
     threshold = req if fixed is not None else tol
     if norm_sq == 0.0:
-        details.update(passes=len(pass_seconds), bytes_read=int(bytes_read))
-        return _zero_result(shape, wdt, fixed, rule, threshold, warnings, "hosvd-streaming",
+        details.update(passes.details())
+        return _zero_result(shape, wdt, fixed, rule, threshold, warnings, passes.method,
                             details)  # fmt: skip
     tol_sq = None if fixed is not None else tol**2 * norm_sq / n_modes
     factors = [None] * n_modes
@@ -949,17 +1005,7 @@ def _streaming(src, shape, dtype, wdt, fixed, req, tol, max_memory, chunk_rows, 
         raise BudgetError(f"streamed tucker: the projected tensor {zshape} needs "
                           f"{T.human(zbytes)}, more than the memory budget of "
                           f"{T.human(max_memory)}; use smaller ranks or a larger tol")  # fmt: skip
-    z = np.empty(zshape, dtype=wdt)
-    t0 = time.perf_counter()
-    for start, raw in T.iter_slabs(src, rows, prefetch=True):
-        blk = np.ascontiguousarray(raw, dtype=wdt)
-        bytes_read += blk.nbytes
-        if scale != 1.0:
-            blk = blk * wdt.type(scale)
-        z[start : start + blk.shape[0]] = T.multi_mode_product(
-            blk, {n: factors[n].T for n in range(1, n_modes)}
-        )
-    pass_seconds.append(time.perf_counter() - t0)
+    z = passes.project(factors, scale, zshape)
     lam, u, how = _leading(z, 0, svd, tol_sq)
     if fixed is not None:
         r0 = max(1, min(fixed[0], lam.size))
@@ -987,11 +1033,7 @@ def _streaming(src, shape, dtype, wdt, fixed, req, tol, max_memory, chunk_rows, 
     gamma = 10.0 * sum(shape) * _eps(wdt) * norm_sq
     how_err = "identity ‖X‖² − ‖core‖² (orthonormal factors; float64 sums)"
     if err_sq < IDENTITY_MARGIN * gamma:
-        t0 = time.perf_counter()
-        scaled = T.ScaledSlabs(src, scale, wdt) if scale != 1.0 else src
-        err_sq = T.residual_sq(scaled, lambda s0, s1: T.tucker_rows(core, factors, s0, s1),
-                               rows=rows)  # fmt: skip
-        pass_seconds.append(time.perf_counter() - t0)
+        err_sq = passes.residual_sq(core, factors, scale)
         gamma = 4.0 * _eps(np.float64) * norm_sq + 2.0 * _eps(wdt) * norm_sq
         how_err = "explicit residual (one more pass over slabs, float64)"
     err_sq = max(err_sq, 0.0)
@@ -1019,9 +1061,8 @@ def _streaming(src, shape, dtype, wdt, fixed, req, tol, max_memory, chunk_rows, 
         "orthogonality_loss": {f"factors/{n}": orthogonality_loss(f)
                                for n, f in enumerate(factors)},
     }  # fmt: skip
-    details.update(passes=len(pass_seconds), bytes_read=int(bytes_read),
-                   pass_seconds=[round(t, 4) for t in pass_seconds],
-                   steps=[{k: v for k, v in s.items() if k != "spectrum_sq"} for s in steps],
+    details.update(passes.details())
+    details.update(steps=[{k: v for k, v in s.items() if k != "spectrum_sq"} for s in steps],
                    paths=sorted({s["path"] for s in steps}))  # fmt: skip
     rows_by = [{"rule": rule, "threshold": threshold, "ranks": ranks_used, "given": True}]
     rows_by += _tol_rows(rule, tol, shape, norm_sq, err_sq, core, None)
@@ -1031,13 +1072,10 @@ def _streaming(src, shape, dtype, wdt, fixed, req, tol, max_memory, chunk_rows, 
     arrays = {"core": np.ascontiguousarray(core * wdt.type(inv)) if scale != 1.0 else core}
     for n, f in enumerate(factors):
         arrays[f"factors/{n}"] = f
-    reason = (f"streamed HOSVD-style: Grams of modes 1…{n_modes - 1} summed over slabs of "
-              f"{rows} rows (pass 1), those modes projected slab by slab (pass 2), mode 0 "
-              "finished in memory")  # fmt: skip
     return Result(
         arrays=arrays,
-        method="hosvd-streaming",
-        method_reason=reason,
+        method=passes.method,
+        method_reason=passes.reason(),
         metrics=metrics,
         details=details,
         warnings=tuple(warnings),

@@ -83,6 +83,8 @@ def block_digests(darr: Any) -> Any:
 
     from .fingerprints import _canonical_dtype
 
+    if darr.ndim > 2:  # a tensor in slabs along axis 0: the same bytes, rows flattened
+        darr = darr.reshape(darr.shape[0], -1)
     canon = _canonical_dtype(darr.dtype)
     step = digest_rows(darr.shape, darr.dtype)
     most = max(-(-c // step) for c in darr.chunks[0])

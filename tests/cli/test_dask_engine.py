@@ -240,3 +240,168 @@ def test_rob_dask_usage_errors(cli, tmp_path, args, needle):
     np.save(tmp_path / "x.npy", np.ones((10, 3)))
     proc = cli("rob", *args, "--engine", "dask", "--workers", "1", expect=2)
     assert needle in proc.stderr and proc.stderr.count("\n") == 1
+
+
+# --- tucker, nmf, complete ------------------------------------------------------------------------
+
+
+def planted_tensor(shape, ranks, noise, seed):
+    """core ×_n U_n (Haar U_n) plus Gaussian noise of relative norm ``noise``."""
+    rng = np.random.default_rng(seed)
+    core = rng.standard_normal(ranks)
+    fs = [np.linalg.qr(rng.standard_normal((i, r)))[0] for i, r in zip(shape, ranks, strict=True)]
+    x = np.einsum("abcd,Aa,Bb,Cc,Dd->ABCD", core, *fs, optimize=True)
+    e = rng.standard_normal(shape)
+    return x + noise * np.linalg.norm(x) / np.linalg.norm(e) * e
+
+
+def tucker_dense(arrays):
+    """The Tucker tensor of an output, by einsum (independent of rankwise's mode products)."""
+    f = [arrays[f"factors/{n}"] for n in range(4)]
+    return np.einsum("abcd,Aa,Bb,Cc,Dd->ABCD", arrays["core"], *f, optimize=True)
+
+
+@pytest.mark.slow
+def test_tucker_on_external_workers_equals_the_local_two_pass_variant(cli, tmp_path, scheduler):
+    x = planted_tensor((400, 14, 12, 10), (4, 5, 3, 3), noise=0.02, seed=5)
+    with h5py.File(tmp_path / "x.h5", "w") as f:
+        f.create_dataset("x", data=x, chunks=(20, 14, 12, 10))
+    dask = ["--engine", "dask", "--scheduler-file", str(scheduler["file"]), "--max-memory",
+            "20M", "-q"]  # fmt: skip
+    for rule in (["--tol", "0.05"], ["--ranks", "4,5,3,3"]):
+        cli("tucker", "x.h5:/x", "-o", "d.h5", *rule, *dask, "--force")
+        cli("tucker", "x.h5:/x", "-o", "l.h5", *rule, "--streaming", "--force", "-q")
+        if rule[0] == "--tol":
+            cli("tucker", "x.h5:/x", "-o", "m.h5", *rule, "-q")  # in-memory ST-HOSVD
+        d, dattrs = read_result(tmp_path / "d.h5")
+        loc, _ = read_result(tmp_path / "l.h5")
+        rd, rl = load_report(tmp_path / "d.report.json"), load_report(tmp_path / "l.report.json")
+        rm = load_report(tmp_path / "m.report.json")
+        # same algorithm as the local streamed variant, Grams summed in another order: the
+        # factors agree to rounding over the spectral gaps (≥ 1e-2 relative here)
+        assert rd["rank"]["value"] == rl["rank"]["value"] == [4, 5, 3, 3]
+        for n in range(4):
+            assert max_sine(d[f"factors/{n}"], loc[f"factors/{n}"]) <= 1e-8
+        err = np.linalg.norm(x - tucker_dense(d)) / np.linalg.norm(x)  # numpy's truth
+        assert rd["metrics"]["relative_frobenius_error"] == pytest.approx(err, rel=1e-8)
+        assert err == pytest.approx(rl["metrics"]["relative_frobenius_error"], rel=1e-8)
+        # the T-HOSVD bound holds as ST-HOSVD's: both within tol; equal errors at equal ranks
+        assert err <= 0.05
+        assert err == pytest.approx(rm["metrics"]["relative_frobenius_error"], rel=1e-3)
+        assert rd["method"]["used"] == "hosvd-dask" and dattrs["engine"] == "dask"
+        eng = rd["engine"]
+        assert eng["workers"] == 2 and eng["cluster"] == "external"
+        assert [s["reads_input"] for s in eng["stages"]] == [True, True]  # two passes
+        assert rd["method"]["details"]["blocks"] > 2  # the 20M budget splits the slabs
+        assert rd["input"]["fingerprint"].startswith("sha256-blocks:")
+        assert rd["metrics"]["a_priori_error_bound"] >= err
+
+
+def nonneg(m=3000, n=80, k=5, seed=7):
+    rng = np.random.default_rng(seed)
+    return rng.random((m, k)) @ rng.random((k, n)) + 0.05 * rng.random((m, n))
+
+
+@pytest.mark.slow
+def test_nmf_and_completion_on_external_workers_equal_the_local_engine(cli, tmp_path,
+                                                                        scheduler):  # fmt: skip
+    x = nonneg()
+    write_h5(tmp_path / "x.h5", x, 200)
+    dask = ["--engine", "dask", "--scheduler-file", str(scheduler["file"]), "--max-memory",
+            "20M", "-q"]  # fmt: skip
+    # a fixed number of sweeps: the iterates, not stopping tests, are compared
+    restarts_and_penalties = ["--init", "random", "--n-init", "2", "--l1-w", "0.01", "--l2-h",
+                              "0.1"]  # fmt: skip
+    for flags in (["--init", "nndsvda"], restarts_and_penalties):
+        args = ["nmf", "x.h5:/a", "-k", "5", "--max-iter", "25", "--tol", "0", *flags]
+        cli(*args, "-o", "d.npz", *dask, "--force")
+        cli(*args, "-o", "l.npz", "-q", "--force")
+        d, _ = read_result(tmp_path / "d.npz")
+        loc, _ = read_result(tmp_path / "l.npz")
+        rd, rl = load_report(tmp_path / "d.report.json"), load_report(tmp_path / "l.report.json")
+        # same updates from the same start; sums across blocks round differently (1e-6 is
+        # the documented tolerance; measured ~1e-14)
+        assert rd["metrics"]["objective"] == pytest.approx(rl["metrics"]["objective"], rel=1e-6)
+        np.testing.assert_allclose(d["W"], loc["W"], rtol=0, atol=1e-6 * np.abs(loc["W"]).max())
+        np.testing.assert_allclose(d["H"], loc["H"], rtol=0, atol=1e-6)
+        err = np.linalg.norm(x - d["W"] @ d["H"]) / np.linalg.norm(x)
+        assert rd["metrics"]["relative_frobenius_error"] == pytest.approx(err, rel=1e-8)
+        assert d["W"].min() >= 0 and d["H"].min() >= 0
+        assert rd["history"][-1]["iteration"] == 25
+        assert rd["method"]["details"]["blocks"] >= 2 and rd["engine"]["workers"] == 2
+        passes = [r["passes"] for r in rd["method"]["details"]["restarts"]]
+        assert passes == [r["passes"] for r in rl["method"]["details"]["restarts"]]
+    # completion: altmin with exact row solves, hold-out and clip
+    rng = np.random.default_rng(8)
+    truth = rng.standard_normal((1500, 5)) @ rng.standard_normal((5, 90))
+    y = truth.copy()
+    y[rng.random(y.shape) > 0.35] = np.nan
+    zarr.create_array(str(tmp_path / "y.zarr"), shape=y.shape, chunks=(100, 90),
+                      dtype=y.dtype)[...] = y  # fmt: skip
+    args = ["complete", "y.zarr", "-k", "5", "--method", "altmin", "--holdout", "0.1", "--clip",
+            "-20,20"]  # fmt: skip
+    cli(*args, "-o", "cd.npz", *dask)
+    cli(*args, "-o", "cl.npz", "-q")
+    d, _ = read_result(tmp_path / "cd.npz")
+    loc, _ = read_result(tmp_path / "cl.npz")
+    rd, rl = load_report(tmp_path / "cd.report.json"), load_report(tmp_path / "cl.report.json")
+    np.testing.assert_allclose(d["S"], loc["S"], rtol=1e-8)
+    assert max_sine(d["U"], loc["U"]) <= 1e-8 and max_sine(d["Vt"].T, loc["Vt"].T) <= 1e-8
+    for key in ("train", "test"):
+        for f in ("rmse", "mae", "relative_error"):
+            assert rd["metrics"][key][f] == pytest.approx(rl["metrics"][key][f], rel=1e-6)
+    assert rd["metrics"]["baseline"]["test"]["rmse"] == pytest.approx(
+        rl["metrics"]["baseline"]["test"]["rmse"], rel=1e-9)  # fmt: skip
+    assert rd["metrics"]["holdout"] == rl["metrics"]["holdout"]  # the same entries held out
+    assert len(rd["history"]) == len(rl["history"])
+    # exact low-rank data: every entry (held out, missing) recovered, against numpy's product
+    model = (d["U"] * d["S"]) @ d["Vt"]
+    assert np.linalg.norm(model - truth) / np.linalg.norm(truth) < 1e-4
+    assert rd["engine"]["workers"] == 2 and rd["input"]["missing"] == rl["input"]["missing"]
+    assert [s["reads_input"] for s in rd["engine"]["stages"]] == [True, False, False, False]
+    # NaN is missing for completion but not for the dask engine's NMF (masked NMF is local)
+    proc = cli("nmf", "y.zarr", "-o", "n.npz", "-k", "2", *dask, expect=65)
+    assert "local engine" in proc.stderr
+
+
+@pytest.mark.slow
+def test_nmf_on_a_local_cluster_equals_the_local_engine(cli, tmp_path):
+    x = nonneg(m=2000, n=50, seed=9)
+    np.save(tmp_path / "x.npy", x)
+    args = ["nmf", "x.npy", "-k", "5", "--max-iter", "20", "--tol", "0"]
+    cli(*args, "-o", "d.h5", "--engine", "dask", "--workers", "2", "--max-memory", "2G", "-q")
+    cli(*args, "-o", "l.h5", "-q")
+    d, attrs = read_result(tmp_path / "d.h5")
+    loc, _ = read_result(tmp_path / "l.h5")
+    rd, rl = load_report(tmp_path / "d.report.json"), load_report(tmp_path / "l.report.json")
+    assert rd["metrics"]["objective"] == pytest.approx(rl["metrics"]["objective"], rel=1e-6)
+    np.testing.assert_allclose(d["W"], loc["W"], rtol=0, atol=1e-6 * np.abs(loc["W"]).max())
+    eng = rd["engine"]
+    assert eng["cluster"] == "local" and eng["workers"] == 2 and attrs["engine"] == "dask"
+    names = [s["stage"] for s in eng["stages"]]
+    assert names[0].startswith("checks and norms") and names[1] == "initialisation (nndsvda)"
+    assert "persisted" in rd["method"]["details"]["data_on_workers"]
+    assert rd["parameters"]["solver"] == "hals" and rd["converged"] is False
+
+
+@pytest.mark.parametrize(
+    "args, needle",
+    [
+        (["tucker", "t.npy", "-o", "o.h5", "--budget", "500"], "--budget"),
+        (["tucker", "t.npy", "-o", "o.h5", "--ranks", "2", "--method", "hooi"], "hooi"),
+        (["nmf", "x.npy", "-o", "o.h5", "-k", "2", "--solver", "mu"], "--solver mu"),
+        (["nmf", "x.npy", "-o", "o.h5", "-k", "2", "--semi"], "--semi"),
+        (["nmf", "x.npy", "-o", "o.h5", "-k", "2", "--resume"], "checkpoint"),
+        (["complete", "x.npy", "-o", "o.h5", "-k", "2"], "--method altmin"),
+        (["complete", "x.npy", "-o", "o.h5", "-k", "2", "--method", "altmin", "--solver", "cg"],
+         "--solver cg"),
+        (["complete", "x.npy", "-o", "o.h5", "-k", "2", "--method", "altmin",
+          "--write-completed"], "--write-completed"),
+    ],
+)  # fmt: skip
+def test_what_the_dask_engine_refuses(cli, tmp_path, args, needle):
+    np.save(tmp_path / "x.npy", np.ones((10, 3)))
+    np.save(tmp_path / "t.npy", np.ones((4, 3, 2)))
+    proc = cli(*args, "--engine", "dask", "--workers", "1", expect=2)
+    assert needle in proc.stderr and proc.stderr.count("\n") == 1
+    assert not (tmp_path / "o.h5").exists()
