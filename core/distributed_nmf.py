@@ -56,14 +56,13 @@ from .nmf import (
     _GramFit,
     _hals_update,
     _inner_limit,
-    _nndsvd,
     _power_of_four_scale,
-    _random_init,
     _report,
     _revive,
     _sumsq,
     _zero_result,
     check_parameters,
+    restart_init,
 )
 from .operator import dense_matmat, dense_rmatmat
 from .validate import working_dtype
@@ -441,16 +440,9 @@ def nmf(a, rank: int, *, solver: str = "auto", loss: str = "frobenius", init: st
     svd_cache = {}
 
     def make(r):
-        name = init_used
-        if r > 0 and name in ("nndsvd", "nndsvda"):
-            name = "random"
         t0 = time.perf_counter()
-        if name == "random":
-            w, ht = _random_init(d, k, rng)
-        else:
-            if "svd" not in svd_cache:
-                svd_cache["svd"] = _leading_svd(d, k, rng)
-            w, ht = _nndsvd(*svd_cache["svd"], name, mean, rng, wdt)
+        w, ht, name = restart_init(d, k, r, init_used, rng, svd_cache, mean, wdt,
+                                   leading_svd=_leading_svd)  # fmt: skip
         blocks.stage(f"initialisation ({name})", t0, name != "random" and not blocks.persist)
         return _DaskHALS(d, w, ht, reg, floor), name
 

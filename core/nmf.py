@@ -586,6 +586,22 @@ def _nndsvd(u, s, vt, variant: str, mean: float, rng, dtype):
     return np.asfortranarray(w, dtype=dtype), np.asfortranarray(h.T, dtype=dtype)
 
 
+def restart_init(d, k: int, r: int, init: str, rng, svd_cache: dict, mean: float, wdt,
+                 leading_svd=None):  # fmt: skip
+    """(W, Hᵀ, name) to start restart ``r``: ``init`` for the first, random for later ones
+    when ``init`` is NNDSVD (the same start again would give the same run); the leading SVD
+    behind NNDSVD (``leading_svd(d, k, rng)``, this module's by default) is computed once
+    into ``svd_cache``."""
+    name = "random" if r > 0 and init in ("nndsvd", "nndsvda") else init
+    if name == "random":
+        w, ht = _random_init(d, k, rng)
+    else:
+        if "svd" not in svd_cache:
+            svd_cache["svd"] = (leading_svd or _leading_svd)(d, k, rng)
+        w, ht = _nndsvd(*svd_cache["svd"], name, mean, rng, wdt)
+    return w, ht, name
+
+
 def _random_init(d: _Data, k: int, rng):
     """scikit-learn's random init: sqrt(mean/k)·|N(0,1)| entries."""
     m, n = d.shape
@@ -1371,15 +1387,7 @@ def nmf(a, rank: int, *, solver: str = "auto", loss: str = "frobenius", init: st
     svd_cache = {}
 
     def make(r):
-        name = init_used
-        if r > 0 and name in ("nndsvd", "nndsvda"):
-            name = "random"
-        if name == "random":
-            w, ht = _random_init(d, k, rng)
-        else:
-            if "svd" not in svd_cache:
-                svd_cache["svd"] = _leading_svd(d, k, rng)
-            w, ht = _nndsvd(*svd_cache["svd"], name, mean, rng, wdt)
+        w, ht, name = restart_init(d, k, r, init_used, rng, svd_cache, mean, wdt)
         if used == "hals":
             cls = _MaskedHALS if masked else _HALS
         else:
