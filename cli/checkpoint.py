@@ -29,7 +29,7 @@ from typing import Annotated
 
 import typer
 
-from .errors import CliUsageError, Interrupted, one_line
+from .errors import CliUsageError, Interrupted, Terminated, one_line
 from .options import appended_options
 
 FORMAT = "rankwise-checkpoint/1"
@@ -126,9 +126,10 @@ class _Signals:
     """SIGTERM/SIGINT/SIGUSR1 while a command that checkpoints runs.
 
     Before the solver's first boundary there is nothing to save: a signal ends the command
-    at once (exit 75; an earlier checkpoint, if any, stays). While the solver runs, it is
-    recorded and acted on at the next boundary; a second SIGINT then stops at once. After the
-    solver, the output is being written and the command completes.
+    at once, as for any command (130 for SIGINT, else 143; an earlier checkpoint stays).
+    While the solver runs, it is recorded and acted on at the next boundary; a second SIGINT
+    then stops at once. After the solver, the output is being written and the command
+    completes.
     """
 
     def __init__(self):
@@ -146,9 +147,10 @@ class _Signals:
 
     def _handle(self, signum, frame):
         name = signal.Signals(signum).name
-        if self.phase == "before":
-            raise Interrupted(f"{name} before the first sweep finished: nothing to save yet; "
-                              "rerun (with --resume) to start again")  # fmt: skip
+        if self.phase == "before":  # nothing to save: as any command stopped before writing
+            if name == "SIGINT":
+                raise KeyboardInterrupt
+            raise Terminated
         if self.phase == "solving" and self.received == "SIGINT" and name == "SIGINT":
             raise KeyboardInterrupt
         if self.received is None:

@@ -173,10 +173,10 @@ def _checkpoint_meta(path):
         return json.loads(bytes(z[META_KEY]).decode())
 
 
-def test_signal_before_the_first_sweep_exits_75_without_a_checkpoint(cli, tmp_path):
+def test_signal_before_the_first_sweep_stops_without_a_checkpoint(cli, tmp_path):
     _matrix(tmp_path)
-    proc = cli(*NMF, "-o", "out.npz", expect=75, env={"RANKWISE_TEST_SIGNAL": "SIGTERM@start"})
-    assert "nothing to save" in proc.stderr
+    proc = cli(*NMF, "-o", "out.npz", expect=143, env={"RANKWISE_TEST_SIGNAL": "SIGTERM@start"})
+    assert "terminated; no output was written" in proc.stderr
     assert not list(tmp_path.glob("out*")), "no output, report or checkpoint"
     # --resume without a checkpoint starts afresh (a requeued job can always pass it)
     proc = cli(*NMF, "-o", "out.npz", "--resume")
@@ -308,13 +308,15 @@ def test_in_memory_svd_refuses_checkpoint_options(cli, tmp_path):
 @pytest.mark.parametrize("index, name", list(enumerate(ITERATIVE)))
 def test_every_iterative_command_early_and_during_the_write(cli, tmp_path, index, name):
     """The other two moments for every method (the signals rotate over the methods): before
-    the first sweep (exit 75, nothing written) and while the output is written (the run
-    completes, no checkpoint is left)."""
+    the first sweep (nothing to save: 130 for SIGINT, else 143, nothing written) and while
+    the output is written (the run completes, no checkpoint is left)."""
     make, args, _ = ITERATIVE[name]
     make(tmp_path)
     early, late = SIGNALS[index % 3], SIGNALS[(index + 1) % 3]
-    proc = cli(*args, "-o", "out.npz", expect=75, env={"RANKWISE_TEST_SIGNAL": f"{early}@start"})
-    assert "nothing to save" in proc.stderr and not list(tmp_path.glob("out*"))
+    code = 130 if early == "SIGINT" else 143
+    proc = cli(*args, "-o", "out.npz", expect=code,
+               env={"RANKWISE_TEST_SIGNAL": f"{early}@start"})  # fmt: skip
+    assert "no output was written" in proc.stderr and not list(tmp_path.glob("out*"))
     cli(*args, "-o", "out.npz", env={"RANKWISE_TEST_SIGNAL": f"{late}@solved"})
     with np.load(tmp_path / "out.npz") as z:
         assert z.files
