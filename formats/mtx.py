@@ -147,14 +147,22 @@ class MtxHandle(ArrayHandle):
             )
 
         try:
-            out = scipy.io.mmread(str(self._path), spmatrix=False)
+            if self._mm_format == "array":
+                # scipy's fast parser segfaulted on a fuzzed dense (array) body in CI; the
+                # pure-Python reader parses the same format without native code
+                from scipy.io import _mmio
+
+                out = _mmio.mmread(str(self._path))
+            else:
+                out = scipy.io.mmread(str(self._path), spmatrix=False)
         except PermissionError as exc:
             raise InputMissingError(f"{self.location}: cannot be read (permission denied)") from exc
         except OSError as exc:
             raise StorageError(
                 f"{self.location}: I/O error while reading ({exc.strerror or one_line(exc)})"
             ) from exc
-        except (ValueError, RuntimeError, IndexError, OverflowError) as exc:
+        except (ValueError, RuntimeError, IndexError, OverflowError, TypeError) as exc:
+            # TypeError: the pure-Python array reader on a malformed value
             raise DataError(
                 f"{self.location}: malformed MatrixMarket data ({one_line(exc)})"
             ) from exc
