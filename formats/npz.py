@@ -79,7 +79,8 @@ def open_zip(path: Path) -> zipfile.ZipFile:
         raise InputMissingError(f"{path}: no such file") from exc
     except PermissionError as exc:
         raise InputMissingError(f"{path}: cannot be read (permission denied)") from exc
-    except (zipfile.BadZipFile, ValueError, EOFError) as exc:
+    except (zipfile.BadZipFile, ValueError, EOFError, NotImplementedError) as exc:
+        # NotImplementedError: a directory entry needing a zip version Python cannot read
         raise DataError(f"{path}: not a valid NPZ (zip) file ({one_line(exc)})") from exc
     except OSError as exc:
         if _corrupt_os_error(exc):
