@@ -217,7 +217,7 @@ def balanced_rows(rows: int, nrows: int, workers: int, step: int) -> int:
 
 def run_on_dask(run, handle, eng: EngineOptions, label: str, fn, *, balance: bool = False):
     """Run ``fn(a, also, on_first_pass)`` on the dask array of ``handle`` inside a session;
-    returns the result and the input's ``sha256-blocks:`` fingerprint (hashed on the workers
+    returns the result and the input's fingerprint (its leaves hashed on the workers
     during the first pass). ``balance``: as many blocks per worker (iterative methods whose
     blocks stay on their workers)."""
     from rankwise.formats import dask_array

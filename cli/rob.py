@@ -321,7 +321,7 @@ def pod(
                            rng=np.random.default_rng(run.common.seed), oversample=oversample,
                            power_iters=power_iters, max_memory=run.budget, streaming=streaming,
                            on_first_pass=None if hasher is None
-                           else (lambda s, b: hasher.update(b)))  # fmt: skip
+                           else hasher.update_rows)  # fmt: skip
         parameters["streaming"] = bool(streaming)
         run.commit(res, handle=handle, data=data,
                    fingerprint=None if hasher is None else hasher.hexdigest(),

@@ -251,7 +251,7 @@ def _svd(run: Run, uri, output, rule, method, center, oversample, power_iters, b
         # The data never sits in memory: hash it during the first pass over the file.
         data = handle
         hasher = formats.Fingerprinter(handle.dtype, handle.shape, sparse=False)
-        on_first_pass = lambda start, block: hasher.update(block)  # noqa: E731
+        on_first_pass = hasher.update_rows
         ck, callback, resume, fingerprint = _streaming_checkpoints(
             run, checkpointing, handle, hasher, on_step,
             {"rule": [rule.kind, rule.value], "method": method, "center": center,

@@ -353,7 +353,7 @@ def tucker(
                 budget_search=search, tol_iter=iter_tol, max_iter=max_iter, svd=svd.value,
                 callback=callback, max_memory=run.budget,
                 streaming=hasher is not None,
-                on_first_pass=None if hasher is None else (lambda s, b: hasher.update(b)),
+                on_first_pass=None if hasher is None else hasher.update_rows,
                 resume=None if ck is None else ck.state,
             )  # fmt: skip
         if ck is not None:
@@ -459,7 +459,7 @@ def tt(
             res = core.tt(data, tol=tol, max_rank=caps, svd=svd.value, max_memory=run.budget,
                           streaming=hasher is not None,
                           on_first_pass=None if hasher is None
-                          else (lambda s, b: hasher.update(b)))  # fmt: skip
+                          else hasher.update_rows)  # fmt: skip
         _commit_tt(run, res, handle=handle, data=data, requested="tt-svd",
                    fingerprint=None if hasher is None else hasher.hexdigest(),
                    parameters={"tol": tol, "max_rank": caps, "round": None, "svd": svd.value,

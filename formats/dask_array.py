@@ -19,15 +19,13 @@ from .handle import ArrayHandle
 
 # Engines whose handles read an arbitrary row range without reading what comes before it.
 ROW_ADDRESSABLE = ("hdf5", "zarr", "npy")
-# Bytes per fingerprint block; tasks hold whole blocks, so it is also the smallest task.
-DIGEST_BYTES = 1 << 20
 
 
 def digest_rows(shape, dtype) -> int:
-    """Rows per fingerprint block: about 1 MiB, from the shape and dtype only, so that the
-    fingerprint never depends on how the work was split."""
-    row = max(1, math.prod(shape[1:]) * np.dtype(dtype).itemsize)
-    return max(1, DIGEST_BYTES // row)
+    """Rows per fingerprint leaf (:func:`fingerprints.leaf_rows`): tasks hold whole leaves."""
+    from .fingerprints import leaf_rows
+
+    return leaf_rows(shape, dtype)
 
 
 def chunk_rows(handle: ArrayHandle, target_bytes: int) -> int:
@@ -76,12 +74,11 @@ def as_dask_array(handle: ArrayHandle, *, rows: int, max_bytes: int | None = Non
 
 
 def block_digests(darr: Any) -> Any:
-    """sha256 digests of the array's fingerprint blocks (:func:`digest_rows` rows each, in the
-    canonical little-endian dtype, C order), computed on the workers during a pass the method
-    makes anyway: one row of digests per task."""
+    """Digests of the array's fingerprint leaves (:func:`digest_rows` rows each), computed on
+    the workers during a pass the method makes anyway: one row of digests per task."""
     import dask.array as da
 
-    from .fingerprints import _canonical_dtype
+    from .fingerprints import _canonical_dtype, leaf_digest
 
     if darr.ndim > 2:  # a tensor in slabs along axis 0: the same bytes, rows flattened
         darr = darr.reshape(darr.shape[0], -1)
@@ -90,12 +87,9 @@ def block_digests(darr: Any) -> Any:
     most = max(-(-c // step) for c in darr.chunks[0])
 
     def digest(block: np.ndarray) -> np.ndarray:
-        import hashlib
-
         out = np.zeros((1, most), dtype="S32")
         for i, start in enumerate(range(0, block.shape[0], step)):
-            part = np.ascontiguousarray(block[start : start + step], dtype=canon)
-            out[0, i] = hashlib.sha256(memoryview(part).cast("B")).digest()
+            out[0, i] = leaf_digest(block[start : start + step], canon)
         return out
 
     return da.map_blocks(digest, darr, chunks=((1,) * len(darr.chunks[0]), (most,)),
@@ -103,16 +97,8 @@ def block_digests(darr: Any) -> Any:
 
 
 def combine_digests(dtype: Any, shape: tuple[int, ...], digests: np.ndarray) -> str:
-    """The dask engine's fingerprint: sha256 over the header and the digests of consecutive
-    blocks of :func:`digest_rows` rows. It depends only on dtype, shape and values, but it is
-    not the local engine's ``sha256:`` hash of the same data (hence ``sha256-blocks:``)."""
-    import hashlib
+    """The input fingerprint from the workers' leaf digests: the same ``blake3:`` value the
+    local engine computes for the same data."""
+    from .fingerprints import dense_root
 
-    from .fingerprints import _header
-
-    step = digest_rows(shape, dtype)
-    h = hashlib.sha256(_header("dense-blocks", dtype, shape) + f"{step}|".encode())
-    for d in np.asarray(digests).ravel():
-        if d:  # unused slots of a short last task are empty
-            h.update(bytes(d))
-    return "sha256-blocks:" + h.hexdigest()
+    return dense_root(dtype, shape, (bytes(d) for d in np.asarray(digests).ravel() if d))

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import math
+
 import h5py
 import numpy as np
+import pytest
 import scipy.sparse as sp
 
 import rankwise.formats as F
@@ -32,7 +35,7 @@ def test_same_content_same_fingerprint_across_formats_and_orders(tmp_path):
     )
     z[...] = a
     expected = F.fingerprint(a)
-    assert expected.startswith("sha256:") and len(expected) == 7 + 64
+    assert expected.startswith("blake3:") and len(expected) == 7 + 64
     for source in (
         np.asfortranarray(a),
         F.open(tmp_path / "c.npy"),
@@ -48,12 +51,57 @@ def test_same_content_same_fingerprint_across_formats_and_orders(tmp_path):
     assert F.fingerprint(F.open(tmp_path / "f.npy"), block_bytes=200) == expected
 
 
-def test_fingerprint_is_sha256_of_the_documented_canonical_bytes():
-    import hashlib
+def _documented_tree(a: np.ndarray) -> str:
+    """The README's definition, written out independently: leaves of ⌊1 MiB / row bytes⌋ rows
+    of the little-endian C-order bytes, BLAKE3 over the header and the leaf digests."""
+    from blake3 import blake3
 
-    a = np.arange(6, dtype=np.float32).reshape(2, 3)
-    raw = b"rankwise-fingerprint/1|dense|<f4|(2,3)|" + a.tobytes(order="C")
-    assert F.fingerprint(np.asfortranarray(a)) == "sha256:" + hashlib.sha256(raw).hexdigest()
+    le = a.astype(a.dtype.newbyteorder("<"))
+    rows = le.reshape(le.shape[0], math.prod(le.shape[1:])) if le.ndim else le.reshape(1, 1)
+    per = max(1, (1 << 20) // max(1, rows.shape[1] * a.dtype.itemsize))
+    dims = ",".join(map(str, a.shape))
+    root = blake3(f"rankwise-fingerprint/2|dense|{le.dtype.str}|({dims})|".encode())
+    for start in range(0, rows.shape[0], per):
+        root.update(blake3(rows[start : start + per].tobytes(order="C")).digest())
+    return "blake3:" + root.hexdigest()
+
+
+@pytest.mark.parametrize(
+    "shape", [(2, 3), (0, 4), (), (7,), (300_000, 3), (5, 40_000), (9, 4, 5), (3, 0)]
+)
+def test_fingerprint_is_the_documented_tree_of_the_canonical_bytes(shape):
+    a = np.arange(math.prod(shape), dtype=np.float32).reshape(shape)
+    assert F.fingerprint(np.asfortranarray(a) if a.ndim else a) == _documented_tree(a)
+    assert F.fingerprint(a.astype(">f4")) == _documented_tree(a)
+
+
+def _feed(fp, a, starts, rows):
+    for s in starts:
+        fp.update_rows(s, a[s : s + rows])
+
+
+def test_leaves_in_any_order_and_split_across_blocks_give_the_same_fingerprint():
+    import threading
+
+    a = np.random.default_rng(0).standard_normal((100_000, 7))  # 18724 rows per leaf
+    expected = _documented_tree(a)
+    rng = np.random.default_rng(1)
+    for rows in (1000, 18724, 50_000, 99_999):
+        starts = list(range(0, a.shape[0], rows))
+        rng.shuffle(starts)
+        fp = F.Fingerprinter(a.dtype, a.shape, sparse=False)
+        # two threads, blocks out of order, leaves cut between blocks
+        halves = [starts[0::2], starts[1::2]]
+        ts = [threading.Thread(target=_feed, args=(fp, a, h, rows)) for h in halves]
+        for t in ts:
+            t.start()
+        for t in ts:
+            t.join()
+        assert fp.hexdigest() == expected
+    fp = F.Fingerprinter(a.dtype, a.shape, sparse=False)
+    fp.update_rows(0, a[:50_000])
+    with pytest.raises(RuntimeError, match="never hashed"):
+        fp.hexdigest()
 
 
 def test_any_change_changes_the_fingerprint():
