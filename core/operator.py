@@ -168,27 +168,6 @@ def to_scipy_linear_operator(op):
     )
 
 
-def _fixed_mmap_threshold() -> None:
-    """Make glibc serve large allocations by mmap and give them back on free.
-
-    glibc raises its mmap threshold after the first large free, after which row blocks come
-    from heap arenas (one per thread, the prefetch thread included) that fragment and never
-    shrink: peak RSS then drifts far above the budget. A fixed threshold keeps every block an
-    mmap of its own. Best effort: other C libraries are left alone.
-    """
-    import ctypes
-    import ctypes.util
-    import sys
-
-    if not sys.platform.startswith("linux"):
-        return
-    try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
-        libc.mallopt(-3, 1 << 20)  # M_MMAP_THRESHOLD = 1 MiB (also stops its adaptation)
-    except (OSError, AttributeError):
-        pass
-
-
 class BlockOperator:
     """A matrix read as row blocks from a source (a chunked file), never held whole.
 
@@ -213,7 +192,7 @@ class BlockOperator:
         self.pass_seconds: list[float] = []  # wall time of each complete pass
         self._on_first_pass = on_first_pass
         self._checked = False
-        _fixed_mmap_threshold()
+        self._buffers: list[np.ndarray] = []  # one block buffer per worker of a parallel pass
 
     # Every public product is one pass over the source.
     def _blocks(self):
@@ -246,56 +225,183 @@ class BlockOperator:
         except TypeError:  # a source without buffer reuse
             return self.source.iter_blocks(self.block_rows)
 
+    def _slots(self) -> int:
+        """Workers of a pass: one per BLAS thread (at most MAX_SLOTS) when the source reads
+        row ranges into buffers, else 1 (the prefetching sequential pass)."""
+        if not self.prefetch or not getattr(self.source, "reads_row_ranges", bool)():
+            return 1
+        from threadpoolctl import threadpool_info
+
+        blas = [i.get("num_threads") or 1 for i in threadpool_info() if i.get("user_api") == "blas"]
+        return max(1, min(MAX_SLOTS, max(blas, default=1), -(-self.shape[0] // self.block_rows)))
+
+    def _pass(self, work, slots: int) -> None:
+        """One pass calling ``work(slot, start, block)`` for every block.
+
+        With ``slots`` > 1, this thread and ``slots − 1`` others each read and compute their
+        own blocks (block i goes to slot i mod slots, in order), every BLAS call on one
+        thread: on two cores that beats a reader thread feeding two-thread BLAS (which also
+        needs the data twice through memory), and the slot of a block never depends on timing,
+        so per-slot sums added in slot order are deterministic. Reads are serialised (engines
+        differ in thread safety); computing overlaps them."""
+        if slots <= 1:
+            for start, blk in self._blocks():
+                work(0, start, blk)
+            return
+        import threading
+        import time
+
+        from threadpoolctl import threadpool_limits
+
+        from .validate import check_finite
+
+        m, rows = self.shape[0], self.block_rows
+        read = self.source.row_reader(rows, buffers=slots)
+        hook = self._on_first_pass if self.passes == 0 else None
+        check = not self._checked
+        self.passes += 1
+        starts = range(0, m, rows)
+        lock, stop, errors = threading.Lock(), threading.Event(), []
+        errstate = np.geterr()  # numpy's error state is per thread
+
+        while len(self._buffers) < slots:  # kept for the next pass: no page faults again
+            self._buffers.append(np.empty((min(rows, m), *self.shape[1:]), self.source.dtype))
+
+        def run(slot):
+            buf = self._buffers[slot]
+            with np.errstate(**errstate):
+                for start in starts[slot::slots]:
+                    if stop.is_set():
+                        return
+                    raw = buf[: min(start + rows, m) - start]
+                    with lock:
+                        read(start, start + raw.shape[0], raw)
+                    if hook is not None:
+                        hook(start, raw)
+                    blk = raw if raw.dtype == self.dtype else raw.astype(self.dtype)
+                    if self.scale != 1.0:
+                        blk = blk * self.scale
+                    if check:
+                        check_finite(blk, method="svd")
+                    work(slot, start, blk)
+
+        def guarded(slot):
+            try:
+                run(slot)
+            except BaseException as exc:  # noqa: BLE001 - re-raised in this thread
+                errors.append(exc)
+                stop.set()
+
+        t0 = time.perf_counter()
+        threads = [threading.Thread(target=guarded, args=(i,), name=f"rankwise-pass-{i}",
+                                    daemon=True) for i in range(1, slots)]  # fmt: skip
+        with threadpool_limits(limits=1, user_api="blas"):
+            for t in threads:
+                t.start()
+            try:
+                run(0)
+            except BaseException:
+                stop.set()
+                raise
+            finally:
+                for t in threads:
+                    t.join()
+        if errors:
+            raise errors[0]
+        self.bytes_read += m * int(np.prod(self.shape[1:])) * self.source.dtype.itemsize
+        self._checked = True
+        self.pass_seconds.append(time.perf_counter() - t0)
+
     def matmat(self, x):
         out = np.empty((self.shape[0], x.shape[1]), dtype=np.result_type(self.dtype, x.dtype))
-        for start, blk in self._blocks():
+
+        def work(slot, start, blk):
             out[start : start + blk.shape[0]] = _mm(blk, x)
+
+        self._pass(work, self._slots())
         return out
 
     def rmatmat(self, y):
-        out = np.zeros((self.shape[1], y.shape[1]), dtype=np.result_type(self.dtype, y.dtype))
-        for start, blk in self._blocks():
-            out += _rmm(blk, y[start : start + blk.shape[0]])
-        return out
+        slots = self._slots()
+        parts = [np.zeros((self.shape[1], y.shape[1]), dtype=np.result_type(self.dtype, y.dtype))
+                 for _ in range(slots)]  # fmt: skip
+
+        def work(slot, start, blk):
+            parts[slot] += _rmm(blk, y[start : start + blk.shape[0]])
+
+        self._pass(work, slots)
+        return _sum_in_order(parts)
 
     def row_blocks(self, rows: int | None = None):
         for start, blk in self._blocks():
             yield start, blk.toarray() if is_sparse(blk) else blk
 
-    def gram_pass(self, w, *, keep: bool = False, stats: bool = False, out=None):
-        """One pass: ``Z = AᵀA W``; with ``keep`` also ``Y = A W``; with ``stats`` the
-        column means and ``‖A − 1μᵀ‖_F²`` per column (Chan's pairwise update, no
-        cancellation) and ``‖A‖_F²``. Returns (Z, Y or None, colsum of A W, stats or None)."""
+    def gram_pass(self, w, *, keep: bool = False, stats: bool = False, center_stats: bool = True,
+                  out=None):  # fmt: skip
+        """One pass: ``Z = AᵀA W``; with ``keep`` also ``Y = A W``; with ``stats``
+        ``‖A‖_F²`` and max |A|, and with ``center_stats`` too the column means and
+        ``‖A − 1μᵀ‖_F²`` per column (Chan's pairwise update, no cancellation). Returns
+        (Z, Y or None, colsum of A W, stats or None). Blocks are worked on in sub-blocks
+        that stay in cache, so each is read from memory once for both products."""
         m, n = self.shape
         rdt = np.result_type(self.dtype, w.dtype)
-        z = np.zeros((n, w.shape[1]), dtype=rdt)
+        slots = self._slots()
         y = None
         if keep:  # reuse the caller's buffer: one m×ℓ array for the whole run
             fits = out is not None and out.shape == (m, w.shape[1]) and out.dtype == rdt
             y = out if fits else np.empty((m, w.shape[1]), dtype=rdt)
-        ysum = np.zeros(w.shape[1], dtype=np.float64)
-        acc = _ColumnStats(n) if stats else None
-        for start, blk in self._blocks():
-            yb = _mm(blk, w)
-            z += _rmm(blk, yb)
-            ysum += yb.sum(axis=0, dtype=np.float64)
-            if keep:
-                y[start : start + blk.shape[0]] = yb
-            if acc is not None:
-                acc.update(blk)
-        return z, y, ysum, acc
+        zs = [np.zeros((n, w.shape[1]), dtype=rdt) for _ in range(slots)]
+        ysums = [np.zeros(w.shape[1], dtype=np.float64) for _ in range(slots)]
+        accs = [_ColumnStats(n, centered=center_stats) for _ in range(slots)] if stats else None
+        sub = max(1, SUB_BLOCK_BYTES // max(1, n * self.dtype.itemsize))
+
+        def work(slot, start, blk):
+            z, ysum = zs[slot], ysums[slot]
+            step = blk.shape[0] if is_sparse(blk) else sub
+            for i in range(0, blk.shape[0], step):
+                part = blk[i : i + step]
+                yb = _mm(part, w)
+                z += _rmm(part, yb)
+                ysum += yb.sum(axis=0, dtype=np.float64)
+                if keep:
+                    y[start + i : start + i + part.shape[0]] = yb
+            if accs is not None:
+                accs[slot].update(blk)
+
+        self._pass(work, slots)
+        acc = None
+        if accs is not None:
+            acc = accs[0]
+            for other in accs[1:]:
+                acc.merge(other)
+        return _sum_in_order(zs), y, _sum_in_order(ysums), acc
+
+    def _stats(self, centered: bool):
+        slots = self._slots()
+        accs = [_ColumnStats(self.shape[1], centered=centered) for _ in range(slots)]
+        self._pass(lambda slot, start, blk: accs[slot].update(blk), slots)
+        for other in accs[1:]:
+            accs[0].merge(other)
+        return accs[0]
 
     def fro_norm_sq(self) -> float:
-        acc = _ColumnStats(self.shape[1])
-        for _, blk in self._blocks():
-            acc.update(blk)
-        return acc.raw_sq
+        return self._stats(False).raw_sq
 
     def column_mean(self) -> np.ndarray:
-        acc = _ColumnStats(self.shape[1])
-        for _, blk in self._blocks():
-            acc.update(blk)
-        return acc.mean
+        return self._stats(True).mean
+
+
+# Workers of a parallel pass, and the rows a worker multiplies at once: small enough to stay
+# in cache between the two products of a Gram pass.
+MAX_SLOTS = 3
+SUB_BLOCK_BYTES = 2 << 20
+
+
+def _sum_in_order(parts):
+    total = parts[0]
+    for p in parts[1:]:
+        total += p
+    return total
 
 
 def _mm(blk, x):
@@ -307,9 +413,11 @@ def _rmm(blk, y):
 
 
 class _ColumnStats:
-    """Running column means and centred sums of squares over row blocks (Chan et al.)."""
+    """Running ‖A‖_F², max |A| and (``centered``) column means and centred sums of squares
+    over row blocks (Chan et al.'s pairwise update)."""
 
-    def __init__(self, n: int):
+    def __init__(self, n: int, *, centered: bool = True):
+        self.centered = centered
         self.count = 0
         self.mean = np.zeros(n)
         self.m2 = np.zeros(n)
@@ -324,6 +432,8 @@ class _ColumnStats:
         if is_sparse(blk):
             d = np.asarray(blk.data, dtype=np.float64)
             self.raw_sq += float(d @ d)
+            if not self.centered:
+                return
             csc = blk.tocsc()
             counts = np.diff(csc.indptr)
             bmean = np.asarray(blk.sum(axis=0, dtype=np.float64)).ravel() / b
@@ -335,13 +445,30 @@ class _ColumnStats:
             x = np.asarray(blk, dtype=np.float64)
             flat = x.ravel()
             self.raw_sq += float(flat @ flat)
+            if not self.centered:
+                return
             bmean = x.mean(axis=0)
-            bm2 = ((x - bmean) ** 2).sum(axis=0)
+            bm2 = np.zeros_like(bmean)
+            step = max(1, (1 << 20) // max(1, 8 * x.shape[1]))
+            for i in range(0, b, step):  # deviations a cache-sized piece at a time
+                d = x[i : i + step] - bmean
+                bm2 += np.einsum("ij,ij->j", d, d)
+        self._add(b, bmean, bm2)
+
+    def _add(self, b: int, bmean: np.ndarray, bm2: np.ndarray) -> None:
         total = self.count + b
+        if total == 0:
+            return
         delta = bmean - self.mean
         self.mean += delta * (b / total)
         self.m2 += bm2 + delta**2 * (self.count * b / total)
         self.count = total
+
+    def merge(self, other: _ColumnStats) -> None:
+        self.raw_sq += other.raw_sq
+        self.amax = max(self.amax, other.amax)
+        if self.centered:
+            self._add(other.count, other.mean, other.m2)
 
     @property
     def centered_sq(self) -> float:

@@ -233,6 +233,34 @@ class ArrayHandle(ABC):
                 "set a memory budget or use smaller blocks"
             ) from exc
 
+    def reads_row_ranges(self) -> bool:
+        """Whether :meth:`row_reader` serves this array."""
+        return not self.sparse and self.ndim > 0 and self.shape[0] > 0 and self._can_read_into()
+
+    def row_reader(self, rows: int, *, buffers: int = 1, max_bytes: int | None = None):
+        """``read(start, stop, out)`` filling ``out`` with rows [start, stop) of a dense array,
+        in any order (for passes split among threads; the caller serialises the calls), after
+        the checks :meth:`iter_blocks` makes for ``buffers`` blocks of ``rows`` rows. None when
+        this engine cannot read a row range into a buffer."""
+        self._check_open()
+        if not self.reads_row_ranges():
+            return None
+        budget = self._budget(max_bytes)
+        self._check_extents()
+        self._check_block_budget(min(rows, self.shape[0]) * buffers, budget)
+        self._before_blocks()
+
+        def read(start: int, stop: int, out: np.ndarray) -> None:
+            try:
+                self._read_rows_into(start, stop, out)
+            except MemoryError as exc:
+                raise BudgetError(
+                    f"{self.location}: out of memory reading rows {start}:{stop} "
+                    f"({self._what()}); set a memory budget or use smaller blocks"
+                ) from exc
+
+        return read
+
     def _check_block_budget(self, rows: int, budget: int | None) -> None:
         step = min(rows, self.shape[0])
         needed = step * dense_nbytes(self.shape[1:], self.dtype)

@@ -377,6 +377,92 @@ def check_chunks(dset: Any, filters: list, where: str, budget: int | None) -> No
                 )
 
 
+class RawRows:
+    """Rows of an unfiltered dataset read straight from the file with ``pread``.
+
+    HDF5 reads each chunk through a chunk-sized temporary and copies it (an allocation, page
+    faults and a copy per chunk); where the bytes on disk are the array's bytes — no filter,
+    an integer or float type stored as numpy holds it, contiguous storage or chunks spanning
+    whole rows — they go from the page cache into the caller's buffer. pread releases the GIL
+    and needs no lock. Anything else (and chunks never written) is left to h5py.
+    """
+
+    MIN_CHUNK_BYTES = 64 << 10  # below this, h5py's per-chunk cost is no worse
+
+    def __init__(self, dset: Any, path: Path, where: str, offset: int | None) -> None:
+        self.dset, self.where, self.offset = dset, where, offset
+        self.row_bytes = math.prod(dset.shape[1:]) * dset.dtype.itemsize
+        self.chunk_rows = int(dset.chunks[0]) if dset.chunks else None
+        self.fd = os.open(path, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
+
+    @classmethod
+    def of(cls, dset: Any, path: Path, where: str) -> RawRows | None:
+        try:
+            h5py = _h5py()
+            h5d = h5py.h5d
+            if dset.ndim == 0 or dset.dtype.kind not in "fiu":
+                return None
+            if dset.id.get_type() != h5py.h5t.py_create(dset.dtype):  # bytes need converting
+                return None
+            dcpl = dset.id.get_create_plist()
+            if dcpl.get_nfilters() or dcpl.get_external_count():
+                return None
+            layout = dcpl.get_layout()
+            if layout == h5d.CONTIGUOUS:
+                offset = dset.id.get_offset()
+                if offset is None or dset.id.get_storage_size() != dset.nbytes:
+                    return None
+                return cls(dset, path, where, int(offset))
+            if layout == h5d.CHUNKED and tuple(dset.chunks[1:]) == tuple(dset.shape[1:]):
+                row = math.prod(dset.shape[1:]) * dset.dtype.itemsize
+                if dset.chunks[0] * row >= cls.MIN_CHUNK_BYTES:
+                    return cls(dset, path, where, None)
+        except Exception:  # noqa: BLE001 - any doubt: h5py reads it
+            return None
+        return None
+
+    def read(self, start: int, stop: int, out: np.ndarray) -> None:
+        if out.size == 0:
+            return
+        rows = out.reshape(stop - start, -1)
+        if self.chunk_rows is None:
+            self._pread(rows, self.offset + start * self.row_bytes)
+            return
+        c = self.chunk_rows
+        for first in range(start // c * c, stop, c):
+            a, b = max(first, start), min(first + c, stop)
+            with read_errors(self.where):
+                info = self.dset.id.get_chunk_info_by_coord((first,) + (0,) * (self.dset.ndim - 1))
+            full = c * self.row_bytes
+            if info.byte_offset is None or info.filter_mask or info.size != full:
+                with read_errors(self.where):  # never written, or not what the layout says
+                    self.dset.read_direct(
+                        out, source_sel=np.s_[a:b], dest_sel=np.s_[a - start : b - start]
+                    )
+                continue
+            self._pread(
+                rows[a - start : b - start], info.byte_offset + (a - first) * self.row_bytes
+            )
+
+    def _pread(self, rows: np.ndarray, offset: int) -> None:
+        view = memoryview(rows).cast("B")
+        done = 0
+        while done < view.nbytes:
+            try:
+                got = os.preadv(self.fd, [view[done:]], offset + done)
+            except (OSError, OverflowError, ValueError) as exc:
+                raise DataError(f"{self.where}: cannot read the data at byte {offset + done} "
+                                f"({one_line(exc)})") from exc  # fmt: skip
+            if got == 0:
+                raise DataError(f"{self.where}: truncated file: the data at byte "
+                                f"{offset + done} lies beyond its end")  # fmt: skip
+            done += got
+
+    def close(self) -> None:
+        with contextlib.suppress(OSError):
+            os.close(self.fd)
+
+
 class Unwritten:
     """Storage of a dataset that was never written (HDF5 would return the fill value)."""
 
@@ -526,7 +612,10 @@ class Hdf5DenseHandle(ArrayHandle):
             if self.nbytes == 0:
                 return np.empty(self.shape, dtype=self.dtype)
             out = np.empty(self.shape, dtype=self.dtype)
-            self._dset.read_direct(out)
+            if out.ndim and self._raw_rows() is not None:
+                self._raw.read(0, self.shape[0], out)
+            else:
+                self._dset.read_direct(out)
             return out
 
     def _read_rows(self, start: int, stop: int) -> np.ndarray:
@@ -534,10 +623,23 @@ class Hdf5DenseHandle(ArrayHandle):
             return np.asarray(self._dset[start:stop])
 
     def _read_rows_into(self, start: int, stop: int, out: np.ndarray) -> None:
+        raw = self._raw_rows()
+        if raw is not None and out.flags.c_contiguous and stop > start:
+            raw.read(start, stop, out)
+            return
         with read_errors(self.location):
             self._dset.read_direct(out, source_sel=np.s_[start:stop])
 
+    def _raw_rows(self) -> RawRows | None:
+        if not hasattr(self, "_raw"):
+            self._raw = RawRows.of(self._dset, self.uri.path, self.location)
+        return self._raw
+
     def close(self) -> None:
+        raw = getattr(self, "_raw", None)
+        if raw is not None:
+            raw.close()
+            self._raw = None
         if self._file is not None:
             with contextlib.suppress(Exception):
                 self._file.close()

@@ -89,12 +89,11 @@ def readinto_exact(f: IO[bytes], out: np.ndarray, where: str) -> None:
         raise ValueError("readinto_exact needs a C-contiguous buffer")
     view = memoryview(out.reshape(-1).view(np.uint8))
     pos, total = 0, view.nbytes
-    while pos < total:
-        chunk = f.read(min(READ_CHUNK, total - pos))
-        if not chunk:
+    while pos < total:  # straight into the buffer: no temporary, no page faults per read
+        got = f.readinto(view[pos : pos + min(READ_CHUNK, total - pos)])
+        if not got:
             raise DataError(f"{where}: truncated data (ended after {pos} of {total} bytes)")
-        view[pos : pos + len(chunk)] = chunk
-        pos += len(chunk)
+        pos += got
 
 
 def open_input(path: Path) -> IO[bytes]:
