@@ -284,10 +284,12 @@ CASES = {
 }
 
 
-def part_b(repeats: int = 3) -> dict:
+def part_b(repeats: int = 3, match: str = "") -> dict:
     paths = inputs()
     out = {}
     for label, (cmd, args) in CASES.items():
+        if match not in label:
+            continue
         uri = paths[cmd]
         best = {"local": None, "dask": None}
         load = []
@@ -323,8 +325,12 @@ def main():
     result["load_average_start"] = os.getloadavg()
     if "a" in only:
         result["a_4gb_zarr_two_1gb_workers"] = part_a()
-    if "b" in only:
-        result["b_fits_local_vs_two_workers"] = part_b()
+    if "b" in only:  # --match TEXT: only the cases whose label holds it (the others kept)
+        match = sys.argv[sys.argv.index("--match") + 1] if "--match" in sys.argv else ""
+        result["b_fits_local_vs_two_workers"] = {
+            **result.get("b_fits_local_vs_two_workers", {}),
+            **part_b(match=match),
+        }
     result["load_average_end"] = os.getloadavg()
     path = save("bench_dask", result)
     print()

@@ -165,7 +165,7 @@ def svd(
             given = [k for k, v in others.items() if v not in (None, False)]
             if given:
                 raise CliUsageError(f"{', '.join(given)} do(es) not run on --engine dask (it "
-                                    "computes tsqr and randomized SVDs)")  # fmt: skip
+                                    "computes exact and randomized SVDs)")  # fmt: skip
             if method in (SVDMethod.lanczos, SVDMethod.streaming):
                 raise CliUsageError(f"--method {method.value} runs on the local engine; with "
                                     "--engine dask use auto, exact or randomized")  # fmt: skip

@@ -21,6 +21,28 @@ import numpy as np
 PERSIST_FRACTION = 0.5
 
 
+def worker_memory(client) -> int:
+    """The workers' memory limits summed (0: some worker has none)."""
+    limits = [int(w.get("memory_limit") or 0)
+              for w in client.scheduler_info().get("workers", {}).values()]  # fmt: skip
+    return 0 if not limits or min(limits) == 0 else sum(limits)
+
+
+def persisted(*collections):
+    """``dask.persist`` that returns once the results are on the workers (persist alone
+    returns at once on a distributed client, and the stage timings would be wrong)."""
+    import dask
+
+    out = dask.persist(*collections)
+    try:
+        from distributed import wait
+
+        wait([c for c in out if dask.is_dask_collection(c)])
+    except (ImportError, ValueError):  # no distributed client: persist already computed
+        pass
+    return out
+
+
 class _Block:
     """The actor of one row block: its rows, its solver state."""
 
@@ -104,10 +126,7 @@ class RowBlocks:
         return [self.rows(i) for i in range(len(self))]
 
     def worker_memory(self) -> int:
-        """The workers' memory limits summed (0: some worker has none)."""
-        limits = [int(w.get("memory_limit") or 0)
-                  for w in self.client.scheduler_info().get("workers", {}).values()]  # fmt: skip
-        return 0 if not limits or min(limits) == 0 else sum(limits)
+        return worker_memory(self.client)
 
     @property
     def where(self) -> str:

@@ -7,18 +7,26 @@ input once on the workers; the report records them.
 
 Methods
 -------
-* ``tsqr`` (exact, tall-skinny): pass 1 computes the R factor of a tree QR
-  (``dask.array.linalg.tsqr``: a QR per block, then a QR of the stacked R factors) together
-  with ‖A‖²_F; the SVD ``R = U_R Σ Vᵀ`` on the client gives every singular value, so every
-  rank rule applies and the error is the exact spectrum tail. Pass 2 forms
-  ``U = Q·U_R[:, :k]`` block by block (the block QRs are recomputed from the data: Q is never
-  stored, so memory stays at one block per task). Needs ``n × n`` on the client.
-* ``randomized`` (any shape, fixed rank): a Gaussian sketch ``Y = AΩ`` (Ω from the seeded
-  generator on the client, n × (k+p)) and ‖A‖²_F in pass 1; ``Q`` by TSQR of ``Y`` (kept on the
-  workers: m × (k+p)); each power iteration is two passes (``Z = AᵀQ`` to the client,
-  re-orthonormalised there, then ``Y = AZ`` and its TSQR); a last pass gives ``B = QᵀA``
-  ((k+p) × n) on the client, whose SVD gives ``U = Q·U_B``. The error follows from the norm
-  identity ``‖A − QB_k‖² = ‖A‖² − Σ_{i≤k} σᵢ²`` (exact for this factorisation).
+* ``tsqr`` (exact, tall-skinny; the name of the request): CholeskyQR2 in three passes when the
+  condition allows, as :func:`rankwise.core.linalg.tall_svd` does locally. Pass 1 sums the
+  blocks' Grams ``AᵢᵀAᵢ`` with ‖A‖²_F; ``R₁ = chol(AᵀA)`` on the client. Pass 2 forms
+  ``Q₁ = A R₁⁻¹`` block by block and sums its Gram; ``R₂ = chol(Q₁ᵀQ₁)``, and the SVD
+  ``R₂R₁ = U_R Σ Vᵀ`` gives every singular value, so every rank rule applies and the error is
+  the exact spectrum tail. Pass 3: ``U = Q₁ (R₂⁻¹ U_R[:, :k])``. Q₁ stays on the workers when
+  it fits in a quarter of their memory (pass 3 then reads nothing); otherwise pass 3 forms it
+  again from the data, with the same operations, so it is the same Q₁. When R₁'s condition
+  is too large for CholeskyQR2 (or a Cholesky breaks down), a tree QR
+  (``dask.array.linalg.tsqr``) in two passes, as before. Needs ``n × n`` on the client.
+* ``randomized`` (any shape, any rank rule): the local streaming SVD's algorithm
+  (:func:`rankwise.core.randomized.streaming`: subspace iteration on the Gram operator,
+  adaptive power iterations, a basis that doubles until an accuracy rule is met) on row
+  blocks held by actors on the workers (:mod:`rankwise.core.dask_blocks`). Every pass
+  computes ``AᵀA W`` block by block, each block read once (pass 1 also sums ‖A‖²_F and
+  checks the data) — or not read at all after pass 1 when the input fits in half the
+  workers' memory, which then keep it. Only n × ℓ sums and the m × ℓ ``Y = AW`` of the
+  passes that keep it reach the client, where Y's QR and the SVD of its R finish as on the
+  local engine. The error follows from the norm identity
+  ``‖A − A V_k V_kᵀ‖² = ‖A‖² − Σ_{i≤k} σᵢ²`` (exact for this factorisation).
 
 Factors follow :func:`rankwise.core.linalg.svd_flip`, as the local engine's; float32 input is
 computed in float32 (norms in float64).
@@ -26,20 +34,24 @@ computed in float32 (norms in float64).
 
 from __future__ import annotations
 
+import functools
 import math
 import time
 
 import numpy as np
 
+from .dask_blocks import persisted
 from .errors import DataError, ParameterError
 from .linalg import eps, orthogonality_loss, svd_flip
+from .operator import dense_matmat, dense_rmatmat
 from .rank import RankRule, Spectrum, ranks_by_rule, select_rank
 from .svd import SVDResult
 
 METHODS = ("auto", "tsqr", "randomized")
 # TSQR on the client needs the n × n R factor and its SVD: up to this many columns.
 TSQR_MAX_COLS = 4096
-DEFAULT_POWER_ITERS = 2
+# Intermediate results kept on the workers may use this share of their memory.
+KEEP_FRACTION = 0.25
 
 
 def plan(shape, rule: RankRule, method: str = "auto") -> tuple[str, str]:
@@ -54,19 +66,12 @@ def plan(shape, rule: RankRule, method: str = "auto") -> tuple[str, str]:
                                  f"at most {TSQR_MAX_COLS} columns (or randomized)")  # fmt: skip
         return "tsqr", "requested"
     if method == "randomized":
-        if rule.kind != "rank":
-            raise ParameterError("the dask engine's randomized SVD takes --rank; accuracy rules "
-                                 "need the whole spectrum (tsqr, for up to "
-                                 f"{TSQR_MAX_COLS} columns)")  # fmt: skip
         return "randomized", "requested"
     if n <= TSQR_MAX_COLS and m >= n:
-        return "tsqr", (f"tall-skinny ({m}×{n}, n ≤ {TSQR_MAX_COLS}): exact by a tree QR in "
-                        "two passes")  # fmt: skip
-    if rule.kind != "rank":
-        raise ParameterError(f"{rule.kind} needs the whole spectrum, which the dask engine "
-                             f"computes for tall inputs with at most {TSQR_MAX_COLS} columns; "
-                             "give --rank")  # fmt: skip
-    return "randomized", f"{m}×{n} is not tall-skinny: randomized range finder, fixed rank"
+        return "tsqr", (f"tall-skinny ({m}×{n}, n ≤ {TSQR_MAX_COLS}): exact by CholeskyQR2 "
+                        "(a tree QR when ill-conditioned)")  # fmt: skip
+    return "randomized", (f"{m}×{n} is not tall-skinny: subspace iteration on the Gram "
+                          "operator (the basis grows until an accuracy rule is met)")  # fmt: skip
 
 
 class _Passes:
@@ -100,15 +105,18 @@ def _check_input(a):
 
 
 def _finite_norm_sq(a, wdt):
-    """‖A‖²_F in float64 plus the count of non-finite entries (one graph, same pass)."""
+    """‖A‖²_F in float64 plus the count of non-finite entries, one small task per block in
+    the same pass (the count is only taken in blocks whose squares do not sum finitely)."""
     import dask.array as da
 
-    x = a.astype(wdt)
-    sq = da.map_blocks(lambda b: np.array([[np.sum(np.square(b, dtype=np.float64))]]), x,
-                       chunks=(1, 1), dtype=np.float64).sum()  # fmt: skip
-    bad = da.map_blocks(lambda b: np.array([[np.count_nonzero(~np.isfinite(b))]]), x,
-                        chunks=(1, 1), dtype=np.int64).sum()  # fmt: skip
-    return sq, bad
+    def norms(b):
+        flat = np.asarray(b, dtype=wdt).reshape(-1).astype(np.float64, copy=False)
+        sq = float(flat @ flat)
+        bad = 0 if np.isfinite(sq) else int(flat.size - np.count_nonzero(np.isfinite(flat)))
+        return np.array([[sq, bad]])
+
+    out = da.map_blocks(norms, a, chunks=(1, 2), dtype=np.float64).sum(axis=0)
+    return out[0], out[1]
 
 
 def _checked(total_sq, bad):
@@ -118,12 +126,14 @@ def _checked(total_sq, bad):
 
 
 def svd(a, rule: RankRule, *, method: str = "auto", rng=None, oversample: int = 10,
-        power_iters: int | None = None, also=None, on_first_pass=None) -> SVDResult:  # fmt: skip
+        power_iters: int | None = None, also=None, on_first_pass=None,
+        keep_bytes: int | None = None) -> SVDResult:  # fmt: skip
     """Truncated SVD of the dask array ``a`` (see the module docstring); computes on the
     current dask scheduler (the client the caller made the default). ``also``: a dask
     collection over the same chunks computed in the first pass, its value handed to
-    ``on_first_pass`` (e.g. block digests for a fingerprint: no extra read)."""
-    import dask
+    ``on_first_pass`` (e.g. block digests for a fingerprint: no extra read). ``keep_bytes``:
+    how much of the workers' memory intermediate m-row results may hold (default
+    KEEP_FRACTION of their limits; none when a worker has no limit)."""
 
     wdt = _check_input(a)
     m, n = (int(s) for s in a.shape)
@@ -138,59 +148,59 @@ def svd(a, rule: RankRule, *, method: str = "auto", rng=None, oversample: int = 
     details: dict = {"engine": "dask", "working_dtype": str(wdt),
                      "block_rows": [int(c) for c in a.chunks[0][:1]][0],
                      "blocks": len(a.chunks[0])}  # fmt: skip
-    if used == "tsqr":
-        import dask.array as da
+    if keep_bytes is None:
+        from distributed import get_client
 
-        q, rr = da.linalg.tsqr(x)
+        from .dask_blocks import worker_memory
+
+        keep_bytes = int(KEEP_FRACTION * worker_memory(get_client()))
+    if used == "tsqr":
         sq, bad = _finite_norm_sq(a, wdt)
-        rr, sq, bad, extra = passes.run("R factor and ‖A‖", lambda: dask.compute(rr, sq, bad,
-                                                                                 also))  # fmt: skip
+        hold = 2 * x.nbytes <= keep_bytes  # A and Q₁
+        x, (g, sq, bad, extra) = _first_pass(passes, "Gram AᵀA and ‖A‖", x, hold,
+                                             x.T @ x, sq, bad, also)  # fmt: skip
         total = _checked(sq, bad)
-        ur, s, vt = np.linalg.svd(np.asarray(rr), full_matrices=False)
-        spec = Spectrum(s=s, total_sq=total, max_rank=r, complete=True)
-        k = select_rank(spec, rule)
-        ur_k = np.ascontiguousarray(ur[:, :k])
-        u = passes.run("U = Q·U_R", lambda: (q @ ur_k).compute())
+        exact = _cholqr2(x, g, wdt, rule, r, total, passes, hold, keep_bytes)
+        if exact is None:
+            exact = _tsqr(x, rule, r, total, passes, hold)
+        u, s, vt, k, spec, qr_how = exact
+        used = "cholesky_qr2" if qr_how.startswith("cholesky_qr2") else "tsqr"
         err_sq = float(spec.tail_sq()[k])
         err_method = "spectrum tail of the R factor (exact)"
         nxt = float(s[k]) if k < len(s) else 0.0
         spectral = {"value": nxt, "relative": nxt / float(s[0]) if s[0] > 0 else 0.0,
                     "method": "σ_{k+1} of the exact spectrum"}  # fmt: skip
+        details["qr"] = qr_how
         details["small_svd"] = "LAPACK gesdd of the n×n R factor"
     else:
-        k = max(1, min(int(rule.value), r))
-        ell = min(r, k + int(oversample))
-        p = DEFAULT_POWER_ITERS if power_iters is None else int(power_iters)
-        omega = rng.standard_normal((n, ell)).astype(wdt)
-        sq, bad = _finite_norm_sq(a, wdt)
-        y, sq, bad, extra = passes.run("sketch Y = AΩ and ‖A‖",
-                                       lambda: dask.persist(x @ omega, sq, bad, also))  # fmt: skip
-        total = _checked(*dask.compute(sq, bad))
-        extra = None if also is None else dask.compute(extra)[0]
-        q = _orth(y)
-        del y  # dropped as soon as Q is formed: m×(k+p) less on the workers
-        for i in range(p):
-            z = passes.run(f"power iteration {i + 1}: Z = AᵀQ", lambda q=q: (x.T @ q).compute())
-            del q  # before the next Y is formed (two m×(k+p) arrays at most, not four)
-            z = np.linalg.qr(z)[0].astype(wdt)
-            y = passes.run(f"power iteration {i + 1}: Y = AZ", lambda z=z: (x @ z).persist())
-            q = _orth(y)
-            del y
-        b = passes.run("B = QᵀA", lambda: (q.T @ x).compute())
-        ub, sb, vt = np.linalg.svd(np.asarray(b), full_matrices=False)
-        s = sb
-        ub_k = np.ascontiguousarray(ub[:, :k].astype(wdt))
-        u = passes.run("U = Q·U_B", lambda: (q @ ub_k).compute(), reads_input=False)
-        spec = Spectrum(s=s, total_sq=total, max_rank=r, complete=len(s) >= r)
-        s2 = float(np.sum(np.asarray(s[:k], np.float64) ** 2))
-        err_sq = max(total - s2, 0.0)
+        from . import randomized
+        from .svd import _finish
+
+        op = _BlocksOperator(a, wdt, also)
+        fact = randomized.streaming(op, rule, oversample=oversample, power_iters=power_iters,
+                                    rng=rng, center=False, max_memory=None,
+                                    warnings=warnings)  # fmt: skip
+        passes.stages.extend(op.stages)
+        passes.reads += sum(st["reads_input"] for st in op.stages)
+        total, extra, hold = fact.total_sq, op.extra, op.blocks.persist
+        fact.left = passes.run("Y = AW of the last pass to the client", fact.left.fetch,
+                               reads_input=False)  # fmt: skip
+        u, s, vt, spec, fin, err_all = _finish(fact, rule)
+        k = select_rank(spec, rule)
+        if k is None:
+            k = len(s)
+            warnings.append(f"{rule.kind} = {rule.value:g} not reached within the computed "
+                            f"rank {k}")  # fmt: skip
+        u, err_sq = u[:, :k], float(err_all[k])
         err_method = "norm identity ‖A‖² − Σ_{i≤k} σᵢ² (exact for the range-finder factorisation)"
         spectral = {"value": None, "relative": None, "upper_bound": math.sqrt(err_sq),
                     "method": "not estimated on the dask engine (the Frobenius error bounds "
                               "it)"}  # fmt: skip
-        details.update(sketch_size=ell, oversample=int(oversample), power_iters=p,
-                       power_iters_mode="fixed",
-                       small_svd="LAPACK gesdd of the (k+p)×n matrix B")  # fmt: skip
+        details.update({key: fin[key] for key in ("oversample", "power_iters",
+                        "power_iters_mode", "sketch_size", "basis_growths", "small_svd",
+                        "history", "stop_reason") if key in fin})  # fmt: skip
+        op.blocks.close()
+    details["input_kept_on_workers"] = bool(hold)
     if on_first_pass is not None:
         on_first_pass(extra)
     u = np.asarray(u)
@@ -221,11 +231,173 @@ def svd(a, rule: RankRule, *, method: str = "auto", rng=None, oversample: int = 
                      warnings=tuple(warnings), stop_reason="direct method")  # fmt: skip
 
 
-def _orth(y):
-    """Orthonormal basis of the tall dask array ``y`` by TSQR, kept on the workers."""
+def _orth_small(z: np.ndarray, wdt) -> np.ndarray:
+    """Orthonormal basis of a small n × ℓ matrix on the client."""
+    return np.linalg.qr(np.asarray(z, dtype=np.float64))[0].astype(wdt)
+
+
+def _exact_from_r(r_factor, s_rule, total, r):
+    """The SVD of the n × n R factor, the spectrum and the rank the rule picks."""
+    ur, s, vt = np.linalg.svd(np.asarray(r_factor), full_matrices=False)
+    spec = Spectrum(s=s, total_sq=total, max_rank=r, complete=True)
+    return ur, s, vt, spec, select_rank(spec, s_rule)
+
+
+def _block_first(raw, w, wdt):
+    """Pass 1 on one block: ‖·‖², max |·|, the non-finite count and ``xᵀ(x w)``."""
+    x = np.asarray(raw, dtype=wdt)
+    flat = x.reshape(-1).astype(np.float64, copy=False)
+    sq = float(flat @ flat)
+    amax = float(np.max(np.abs(flat))) if flat.size else 0.0
+    bad = 0 if np.isfinite(sq) and np.isfinite(amax) else \
+        int(flat.size - np.count_nonzero(np.isfinite(flat)))  # fmt: skip
+    with np.errstate(over="ignore", invalid="ignore"):
+        return sq, amax, bad, dense_rmatmat(x, dense_matmat(x, w))
+
+
+def _block_gram(x, state, w, keep):
+    """``xᵀ(x w)``; with ``keep`` the block's ``x w`` stays in its state for the client to
+    fetch if this pass turns out to be the last."""
+    y = dense_matmat(x, w)  # the orientations OpenBLAS runs fastest for a thin w
+    return ({"y": y} if keep else {}), dense_rmatmat(x, y)
+
+
+def _block_y(x, state):
+    return state["y"]
+
+
+class _RowsOnWorkers:
+    """``A W`` of a pass, left on the workers until the client asks for it (the passes of
+    streaming keep it every time, but only the last one's is used)."""
+
+    def __init__(self, blocks):
+        self.blocks = blocks
+
+    def fetch(self) -> np.ndarray:
+        return np.concatenate(self.blocks.apply(_block_y, data=False), axis=0)
+
+
+class _BlocksOperator:
+    """The Gram passes of :func:`rankwise.core.randomized.streaming` on row blocks held by
+    actors on the workers (:class:`rankwise.core.dask_blocks.RowBlocks`): every pass computes
+    ``AᵀA W`` (and keeps ``A W`` on the workers) block by block, each block read once — or not
+    at all once the input is held in the workers' memory — and only n × ℓ sums reach the
+    client (and the m × ℓ ``A W`` of the last pass)."""
+
+    kind = "blocks"
+
+    def __init__(self, a, wdt, also):
+        from .dask_blocks import RowBlocks
+
+        self.shape, self.dtype = tuple(int(v) for v in a.shape), np.dtype(wdt)
+        self.blocks = RowBlocks(a, functools.partial(np.asarray, dtype=wdt), also=also)
+        self.block_rows = int(a.chunks[0][0])
+        self.passes, self.bytes_read, self.scale = 0, 0, 1.0
+        self.pass_seconds: list[float] = []
+        self.stages: list[dict] = []
+        self.extra = None
+
+    def gram_pass(self, w, *, keep=False, stats=False, center_stats=True, out=None):
+        from .dask_blocks import add_all
+        from .operator import _ColumnStats
+
+        if self.scale != 1.0:  # streaming asks for exactly rescaled data: the local engine's
+            raise DataError("entries this extreme (max |A| beyond 2^±400) need the local "
+                            "engine, which rescales them exactly")  # fmt: skip
+        t0 = time.perf_counter()
+        reads = self.passes == 0 or not self.blocks.persist
+        w = np.asarray(w, dtype=self.dtype)
+        acc = y = None
+        if self.passes == 0:
+            got, self.extra = self.blocks.first_pass(
+                functools.partial(_block_first, w=w, wdt=self.dtype)
+            )
+            self.blocks.stages.clear()
+            bad = sum(g[2] for g in got)
+            if bad:
+                raise DataError(f"the input holds {bad} NaN/Inf value(s); svd needs finite data")
+            z = add_all([g[3] for g in got])
+            acc = _ColumnStats(self.shape[1], centered=False)
+            acc.raw_sq, acc.amax = float(sum(g[0] for g in got)), max(g[1] for g in got)
+            acc.count = self.shape[0]
+            if keep:
+                self.blocks.step(_block_gram, w, True)
+                y = _RowsOnWorkers(self.blocks)
+        else:
+            z = add_all(self.blocks.step(_block_gram, w, keep))
+            y = _RowsOnWorkers(self.blocks) if keep else None
+        self.passes += 1
+        self.bytes_read += (self.shape[0] * self.shape[1] * self.dtype.itemsize) if reads else 0
+        seconds = time.perf_counter() - t0
+        self.pass_seconds.append(seconds)
+        name = "Z = AᵀAΩ and ‖A‖" if self.passes == 1 else f"pass {self.passes}: Z = AᵀAW"
+        if self.passes == 1 and self.blocks.persist:
+            name += " (A kept on the workers)"
+        self.stages.append({"stage": name, "seconds": round(seconds, 4), "reads_input": reads})
+        return z, y, np.zeros(w.shape[1]), acc
+
+
+def _first_pass(passes, name, x, hold, *small):
+    """The first read: the small results, and ``x`` kept on the workers when ``hold`` (the
+    later passes then read nothing). Returns (x, the small results)."""
+    import dask
+
+    def run():
+        if not hold:
+            return x, dask.compute(*small)
+        out = persisted(x, *small)
+        return out[0], dask.compute(*out[1:])
+
+    return passes.run(name + (" (A kept on the workers)" if hold else ""), run)
+
+
+def _cholqr2(x, g, wdt, rule, r, total, passes, hold, keep_bytes):
+    """The exact SVD by CholeskyQR2 (module docstring) from the Gram ``g`` of the first pass,
+    or None when the condition of the data is beyond it (the tree QR takes over)."""
+    import dask
+    import scipy.linalg as sla
+
+    from .linalg import cholqr_max_cond
+
+    n = x.shape[1]
+    try:
+        r1 = sla.cholesky(np.asarray(g), lower=False, check_finite=False)
+        sv = sla.svdvals(r1, check_finite=False)
+    except (np.linalg.LinAlgError, ValueError):
+        return None
+    if not (np.isfinite(sv).all() and sv[-1] > 0 and sv[0] / sv[-1] <= cholqr_max_cond(wdt)):
+        return None
+    r1inv = sla.solve_triangular(r1, np.eye(n, dtype=r1.dtype), check_finite=False).astype(wdt)
+    q1 = x @ r1inv
+    keep = hold or q1.nbytes <= keep_bytes
+    if keep:
+        q1, g2 = passes.run("Q₁ = A R₁⁻¹ (kept on the workers) and its Gram",
+                            lambda: persisted(q1, q1.T @ q1), reads_input=not hold)  # fmt: skip
+        g2 = dask.compute(g2)[0]
+    else:
+        g2 = passes.run("Gram of Q₁ = A R₁⁻¹", lambda: (q1.T @ q1).compute())
+    try:
+        r2 = sla.cholesky(np.asarray(g2), lower=False, check_finite=False)
+    except (np.linalg.LinAlgError, ValueError):
+        return None
+    ur, s, vt, spec, k = _exact_from_r(r2 @ r1, rule, total, r)
+    xk = sla.solve_triangular(r2, ur[:, :k], lower=False, check_finite=False).astype(wdt)
+    u = passes.run("U = Q₁ R₂⁻¹ U_R", lambda: (q1 @ xk).compute(), reads_input=not keep)
+    how = "cholesky_qr2" + (" (Q₁ kept on the workers)" if keep else " (Q₁ formed twice)")
+    return u, s, vt, k, spec, how
+
+
+def _tsqr(x, rule, r, total, passes, hold):
+    """The exact SVD by a tree QR in two more passes (the block QRs are recomputed in the
+    second: Q is never stored)."""
     import dask.array as da
 
-    return da.linalg.tsqr(y)[0].persist()
+    q, rr = da.linalg.tsqr(x)
+    rr = passes.run("R factor of a tree QR", lambda: rr.compute(), reads_input=not hold)
+    ur, s, vt, spec, k = _exact_from_r(rr, rule, total, r)
+    ur_k = np.ascontiguousarray(ur[:, :k])
+    u = passes.run("U = Q·U_R", lambda: (q @ ur_k).compute(), reads_input=not hold)
+    return u, s, vt, k, spec, "tsqr (condition too large for CholeskyQR2)"
 
 
 # --- reduced-order bases ------------------------------------------------------------------------

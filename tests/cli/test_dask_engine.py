@@ -103,8 +103,13 @@ def test_tsqr_on_external_workers_equals_the_local_exact_svd(cli, tmp_path, sche
     rep = load_report(tmp_path / "d.report.json")
     eng = rep["engine"]
     assert eng["name"] == "dask" and eng["cluster"] == "external" and eng["workers"] == 2
-    assert eng["scheduler"] == scheduler["address"] and rep["method"]["used"] == "tsqr"
-    assert [s["reads_input"] for s in eng["stages"]] == [True, True]  # two passes
+    assert eng["scheduler"] == scheduler["address"]
+    assert rep["method"]["used"] == "cholesky_qr2"
+    assert rep["method"]["details"]["qr"] == "cholesky_qr2 (Q₁ kept on the workers)"
+    # one read: the Gram, with A kept on the workers (it fits in a quarter of their memory
+    # with Q₁); then Q₁ = A R₁⁻¹ with its Gram and U, both from memory
+    assert [s["reads_input"] for s in eng["stages"]] == [True, False, False]
+    assert rep["method"]["details"]["input_kept_on_workers"] is True
     lrep = load_report(tmp_path / "l.report.json")
     assert rep["metrics"]["relative_frobenius_error"] == pytest.approx(
         lrep["metrics"]["relative_frobenius_error"], rel=1e-8)  # fmt: skip
@@ -118,6 +123,7 @@ def test_randomized_on_a_local_cluster_is_near_optimal(cli, tmp_path):
                       dtype=a.dtype)[...] = a  # fmt: skip
     cli("svd", "a.zarr", "-o", "d.npz", "--rank", "20", "--method", "randomized", "--engine",
         "dask", "--workers", "2", "--max-memory", "2G", "-q")  # fmt: skip
+    cli("svd", "a.zarr", "-o", "l.npz", "--rank", "20", "--method", "streaming", "-q")
     rep = load_report(tmp_path / "d.report.json")
     s = np.linalg.svd(a, compute_uv=False)
     optimal = np.sqrt(np.sum(s[20:] ** 2) / np.sum(s**2))
@@ -127,8 +133,60 @@ def test_randomized_on_a_local_cluster_is_near_optimal(cli, tmp_path):
     assert rep["metrics"]["relative_frobenius_error"] == pytest.approx(err, rel=1e-6)
     assert rep["engine"]["cluster"] == "local" and rep["engine"]["workers"] == 2
     assert rep["engine"]["memory_limit_per_worker"] == (2 << 30) // 2
-    assert len(rep["engine"]["stages"]) == 7  # sketch, 2 × 2 power passes, B, U
-    assert attrs["engine"] == "dask" and rep["parameters"]["power_iters"] == 2
+    # the local streaming algorithm: Z = AᵀAΩ keeping A on the workers (it fits), then one
+    # pass per power iteration (adaptive) and the last, all from memory; then the last
+    # pass's Y = AW comes to the client
+    d = rep["method"]["details"]
+    assert d["power_iters_mode"] == "adaptive" and d["passes"] == 1
+    reads = [s["reads_input"] for s in rep["engine"]["stages"]]
+    assert reads == [True] + [False] * (d["power_iters"] + 2)
+    assert attrs["engine"] == "dask" and d["input_kept_on_workers"] is True
+    loc, _ = read_result(tmp_path / "l.npz")
+    lrep = load_report(tmp_path / "l.report.json")
+    assert lrep["method"]["details"]["power_iters"] == d["power_iters"]
+    np.testing.assert_allclose(arrays["S"], loc["S"], rtol=1e-10)
+    assert max_sine(arrays["U"], loc["U"]) <= 1e-8
+
+
+@pytest.mark.slow
+def test_exact_paths_agree_with_lapack_kept_recomputed_or_ill_conditioned(tmp_path, monkeypatch):
+    import rankwise.core.distributed as core
+
+    well = tall(4000, 60, seed=3, decay=0.8)  # condition 6e5: CholeskyQR2
+    u, _ = np.linalg.qr(np.random.default_rng(4).standard_normal((4000, 60)))
+    ill = (u * np.logspace(0, -12, 60)) @ np.linalg.qr(np.random.default_rng(5)
+                                                      .standard_normal((60, 60)))[0]  # fmt: skip
+    runs = {}
+    for name, a, keep in (("kept", well, 0.25), ("twice", well, 0.0), ("ill", ill, 0.25)):
+        write_h5(tmp_path / f"{name}.h5", a, 500)
+        monkeypatch.setattr(core, "KEEP_FRACTION", keep)
+        run_in_process(tmp_path, monkeypatch, [
+            "svd", f"{name}.h5:/a", "-o", f"{name}.npz", "--tol", "1e-6", "--engine", "dask",
+            "--workers", "2", "--max-memory", "1200M", "-q",
+        ])  # fmt: skip
+        rep = load_report(tmp_path / f"{name}.report.json")
+        arrays, _ = read_result(tmp_path / f"{name}.npz")
+        s_true = np.linalg.svd(a, compute_uv=False)
+        k = rep["rank"]["value"]
+        # the smallest rank whose tail of LAPACK's spectrum meets the tolerance
+        tails = np.sqrt(np.append(np.cumsum(s_true[::-1] ** 2)[::-1], 0.0)) / np.linalg.norm(a)
+        assert k == int(np.argmax(tails <= 1e-6))
+        # singular values against LAPACK, relative to σ₁ (the ill-conditioned case's small
+        # values carry an absolute error of order ε σ₁ by any backward-stable method)
+        np.testing.assert_allclose(arrays["S"], s_true[:k], rtol=1e-10, atol=1e-13 * s_true[0])
+        np.testing.assert_allclose(arrays["U"].T @ arrays["U"], np.eye(k), atol=1e-12)
+        runs[name] = (rep, arrays)
+    reads = {n: [s["reads_input"] for s in r["engine"]["stages"]] for n, (r, _) in runs.items()}
+    assert runs["kept"][0]["method"]["used"] == runs["twice"][0]["method"]["used"] == "cholesky_qr2"
+    assert reads["kept"] == [True, False, False] and reads["twice"] == [True, True, True]
+    # formed twice by the same operations: the same factors to rounding
+    twice, kept = runs["twice"][1], runs["kept"][1]
+    # (block Grams are summed by BLAS whose last bits may vary with buffer alignment)
+    np.testing.assert_allclose(twice["S"], kept["S"], rtol=1e-12, atol=1e-15 * kept["S"][0])
+    assert max_sine(twice["U"], kept["U"]) <= 1e-9
+    assert runs["ill"][0]["method"]["used"] == "tsqr"
+    assert runs["ill"][0]["method"]["details"]["qr"].startswith("tsqr (condition too large")
+    assert reads["ill"] == [True, False, False]  # the Gram pass (A kept), the tree QR's two
 
 
 def test_unreachable_scheduler_exits_69_within_the_timeout(cli, tmp_path):
