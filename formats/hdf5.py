@@ -400,7 +400,7 @@ class RawRows:
         try:
             h5py = _h5py()
             h5d = h5py.h5d
-            if dset.ndim == 0 or dset.dtype.kind not in "fiu":
+            if dset.ndim == 0 or dset.dtype.kind not in "fiu" or not hasattr(os, "preadv"):
                 return None
             if dset.id.get_type() != h5py.h5t.py_create(dset.dtype):  # bytes need converting
                 return None
