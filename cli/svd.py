@@ -261,6 +261,8 @@ def _svd(run: Run, uri, output, rule, method, center, oversample, power_iters, b
         checkpointing.not_applicable(NOT_STREAMING)
         data = run.load(handle, method="svd")
         on_first_pass = hasher = None
+        # hashed now: the exact tall-skinny path may then reuse the array's memory
+        fingerprint = formats.fingerprint(data)
 
     with run.compute(f"svd ({plan.method})"):
         res = core_svd.truncated_svd(
@@ -268,7 +270,7 @@ def _svd(run: Run, uri, output, rule, method, center, oversample, power_iters, b
             rng=np.random.default_rng(run.common.seed), oversample=oversample,
             power_iters=power_iters, block_size=block_size, max_memory=run.budget,
             spectral_iters=spectral_iters, on_first_pass=on_first_pass, callback=callback,
-            resume=resume,
+            resume=resume, overwrite_a=plan.method != "streaming",
         )  # fmt: skip
     if ck is not None:
         ck.solved()

@@ -182,22 +182,24 @@ def _blocked_gram(y: np.ndarray) -> np.ndarray:
     return g
 
 
-def tall_svd(a: np.ndarray, select=None):
+def tall_svd(a: np.ndarray, select=None, *, overwrite: bool = False):
     """Thin SVD of a matrix with m ≫ n (or n ≫ m, by transposition) through CholeskyQR2.
 
     ``A = Q1 R1``, ``Q1 = Q R2``, ``R2 R1 = Ur Σ Vᵀ`` and ``U = Q1 (R2⁻¹ Ur)``: about 5mn²
     BLAS-3 flops in three passes over row blocks — the Gram of A; Q1's blocks with their Gram
-    accumulated while still in cache; U overwriting Q1 in place — and one m×n allocation.
-    When the condition of R1 is too large for CholeskyQR2, LAPACK's SVD. ``select(s)``, if
-    given, returns how many leading columns of U are wanted once the singular values are
-    known (they come from the small R): the last pass then costs 2mnk instead of 2mn².
-    Returns ``(u, s, vt, how)``.
+    accumulated while still in cache; U overwriting Q1 in place — and one m×n allocation, or
+    none with ``overwrite`` (Q1 then takes A's place: a fresh m×n array costs its page faults,
+    up to a second per 320 MB on this VM). When the condition of R1 is too large for
+    CholeskyQR2, LAPACK's SVD. ``select(s)``, if given, returns how many leading columns of U
+    are wanted once the singular values are known (they come from the small R): the last pass
+    then costs 2mnk instead of 2mn². Returns ``(u, s, vt, how)``.
     """
     import scipy.linalg as sla
 
     if a.shape[0] < a.shape[1]:
         u, s, vt, how = tall_svd(a.T)  # U is the short side here: nothing to save
         return vt.T, s, u.T, how
+    overwrite = overwrite and a.flags.c_contiguous and a.flags.writeable
     m, n = a.shape
     r1 = None
     try:
@@ -214,15 +216,25 @@ def tall_svd(a: np.ndarray, select=None):
         u, s, vt, driver = thin_svd(a)
         return u, s, vt, f"{driver} (condition too large for CholeskyQR2)"
     r1inv = sla.solve_triangular(r1, np.eye(n, dtype=r1.dtype), check_finite=False)
-    q1 = np.empty((m, n), dtype=a.dtype)
+    q1 = a if overwrite else np.empty((m, n), dtype=a.dtype)
     g2 = np.zeros((n, n), dtype=a.dtype)
     step = _row_step(m, n, a.itemsize)
+    scratch = np.empty((min(step, m), n), dtype=a.dtype) if overwrite else None
     for i in range(0, m, step):
-        blk = np.matmul(a[i : i + step], r1inv, out=q1[i : i + step])
+        if overwrite:  # through a cached block: the product may not alias its input
+            blk = np.matmul(a[i : i + step], r1inv, out=scratch[: min(step, m - i)])
+            q1[i : i + step] = blk
+        else:
+            blk = np.matmul(a[i : i + step], r1inv, out=q1[i : i + step])
         g2 += blk.T @ blk
     try:
         r2 = sla.cholesky(g2, lower=False, check_finite=False)
     except np.linalg.LinAlgError:  # lost definiteness after all: start over the safe way
+        if overwrite:  # A is gone: back from Q1 R1 (to ~ε·cond(A), within the check's bound)
+            for i in range(0, m, step):
+                q1[i : i + step] = q1[i : i + step] @ r1
+            u, s, vt, driver = thin_svd(q1)
+            return u, s, vt, f"{driver} (CholeskyQR2 broke down; A rebuilt from Q1 R1)"
         del q1
         u, s, vt, driver = thin_svd(a)
         return u, s, vt, f"{driver} (CholeskyQR2 broke down)"

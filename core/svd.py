@@ -278,8 +278,8 @@ def truncated_svd(a, rule: RankRule, *, method: str = "auto", center: bool = Fal
                   power_iters: int | None = None, block_size: int | None = None,
                   max_memory: int | None = None, spectral_iters: int | None = None,
                   block_rows: int | None = None, on_first_pass=None, callback=None,
-                  planned: Plan | None = None,
-                  resume: dict | None = None) -> SVDResult:  # fmt: skip
+                  planned: Plan | None = None, resume: dict | None = None,
+                  overwrite_a: bool = False) -> SVDResult:  # fmt: skip
     """Truncated SVD of a dense array, a sparse matrix or a row-block source.
 
     A row-block source (anything with ``shape``, ``dtype`` and ``iter_blocks(rows)``, such
@@ -292,7 +292,8 @@ def truncated_svd(a, rule: RankRule, *, method: str = "auto", center: bool = Fal
     is the :func:`plan` a caller already made before reading (its method and reason are
     kept). Data whose magnitude would overflow or underflow squared norms is scaled by an
     exact power of two internally. ``resume``: a streaming run's ``event["state"]()``, on
-    the same unchanged source with the same parameters (streaming only).
+    the same unchanged source with the same parameters (streaming only). ``overwrite_a``: a
+    dense ``a`` may be destroyed (the tall-skinny exact path then allocates no m×n array).
     """
     check_parameters(oversample=oversample, power_iters=power_iters, block_size=block_size,
                      spectral_iters=spectral_iters)  # fmt: skip
@@ -363,7 +364,8 @@ def truncated_svd(a, rule: RankRule, *, method: str = "auto", center: bool = Fal
     err_sq = None
     try:
         if used == "exact":
-            u, s, vt, spec, details = _exact(a, op, sparse=sparse, center=center, rule=work_rule)
+            u, s, vt, spec, details = _exact(a, op, sparse=sparse, center=center, rule=work_rule,
+                                             overwrite=overwrite_a or scale != 1.0)  # fmt: skip
         elif used == "lanczos":
             base = a.data.nbytes + a.indices.nbytes + a.indptr.nbytes if sparse else a.nbytes
             u, s, vt, spec, details, err_sq = _lanczos(
@@ -480,10 +482,10 @@ def _chunk_rows(source):
 # --- exact -----------------------------------------------------------------------------
 
 
-def _exact(a, op, *, sparse, center, rule=None):
+def _exact(a, op, *, sparse, center, rule=None, overwrite=False):
     m, n = a.shape
     r = min(m, n)
-    owned = sparse or center
+    owned = sparse or center  # op.dense() is then a fresh array
     mat = op.dense() if owned else a
     if max(m, n) >= TALL_RATIO * r and not sparse:
 
@@ -491,7 +493,7 @@ def _exact(a, op, *, sparse, center, rule=None):
             spec = Spectrum(s=sv, total_sq=0.0, max_rank=r, complete=True)
             return select_rank(spec, rule) if rule is not None else r
 
-        u, s, vt, driver = tall_svd(mat, select=select)
+        u, s, vt, driver = tall_svd(mat, select=select, overwrite=owned or overwrite)
     elif owned:
         u, s, vt, driver = thin_svd(mat, overwrite=True, recompute=op.dense)
     else:

@@ -267,3 +267,20 @@ def test_symmetric_mtx_reports_expanded_nnz(cli, tmp_path):
     cli("svd", SAMPLES / "mass.mtx", "-o", "o.h5", "--rank", "2")
     rep = load_report(tmp_path / "o.report.json")
     assert rep["input"]["nnz"] == 898  # 599 stored entries, both triangles counted
+
+
+def test_tall_exact_in_place_keeps_the_fingerprint_of_the_input(cli, tmp_path):
+    # The tall-skinny exact path reuses the loaded array's memory: the report must still
+    # describe the input as it was read.
+    from rankwise import formats
+
+    a = planted(6000, 40, np.logspace(0, -4, 40), seed=5)
+    with h5py.File(tmp_path / "t.h5", "w") as f:
+        f.create_dataset("x", data=a)
+    cli("svd", "t.h5:/x", "-o", "t.npz", "--rank", "40", "--method", "exact", "-q")
+    rep = load_report(tmp_path / "t.report.json")
+    arrays, _ = read_result(tmp_path / "t.npz")
+    assert "cholesky_qr2" in rep["method"]["details"]["lapack_driver"]
+    assert rep["input"]["fingerprint"] == formats.fingerprint(a)
+    np.testing.assert_allclose(arrays["S"], np.linalg.svd(a, compute_uv=False), rtol=1e-10)
+    np.testing.assert_allclose((arrays["U"] * arrays["S"]) @ arrays["Vt"], a, atol=1e-12)
