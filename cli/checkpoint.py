@@ -241,15 +241,19 @@ def _test_signal(moment: str) -> None:
 
 def source_identity(handle) -> str:
     """A streamed input's identity without reading it: path, key, shape, dtype, and the
-    size and modification time of its file(s) (every file of a Zarr store)."""
+    size and modification time of its file(s) (every file of a Zarr store), and the version
+    of the content fingerprint the checkpoint carries (an older one is not resumed)."""
     import hashlib
     import os
+
+    from rankwise.formats.fingerprints import VERSION_TAG
 
     path = Path(handle.uri.path).resolve()
     files = [path] if not path.is_dir() else sorted(p for p in path.rglob("*") if p.is_file())
     stats = [(str(p.relative_to(path)) if p != path else "", os.stat(p).st_size,
               os.stat(p).st_mtime_ns) for p in files]  # fmt: skip
-    text = json.dumps([str(path), handle.uri.key, list(handle.shape), str(handle.dtype), stats])
+    text = json.dumps([str(path), handle.uri.key, list(handle.shape), str(handle.dtype), stats,
+                       VERSION_TAG])  # fmt: skip
     return "stat-sha256:" + hashlib.sha256(text.encode()).hexdigest()
 
 

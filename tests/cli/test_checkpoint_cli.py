@@ -332,3 +332,22 @@ def test_a_fresh_run_replaces_an_earlier_checkpoint(cli, tmp_path):
     assert "starts afresh and replaces it" in proc.stderr
     assert not (tmp_path / "out.checkpoint.npz").exists()
     assert load_report(tmp_path / "out.report.json")["checkpoint"]["resumed"] is None
+
+
+def test_a_streamed_checkpoint_is_bound_to_the_fingerprint_version(tmp_path, monkeypatch):
+    # The content fingerprint travels inside a streamed run's checkpoint: one made with
+    # another fingerprint scheme must not resume (its fingerprint would reach the report).
+    import h5py
+
+    from rankwise import formats
+    from rankwise.cli import checkpoint as ckmod
+    from rankwise.formats import fingerprints
+
+    with h5py.File(tmp_path / "s.h5", "w") as f:
+        f.create_dataset("x", data=np.ones((50, 4)), chunks=(10, 4))
+    handle = formats.open_array(f"{tmp_path / 's.h5'}:/x")
+    now = ckmod.source_identity(handle)
+    assert ckmod.source_identity(handle) == now
+    monkeypatch.setattr(fingerprints, "VERSION_TAG", "rankwise-fingerprint/1")
+    assert ckmod.source_identity(handle) != now
+    handle.close()
