@@ -156,7 +156,17 @@ def library_versions() -> dict:
     from importlib import metadata
 
     out = {"python": sys.version.split()[0]}
-    for dist in ("rankwise", "numpy", "scipy", "h5py", "zarr", "threadpoolctl", "typer", "rich"):
+    for dist in (
+        "rankwise",
+        "numpy",
+        "scipy",
+        "h5py",
+        "zarr",
+        "threadpoolctl",
+        "blake3",
+        "typer",
+        "rich",
+    ):
         try:
             out[dist] = metadata.version(dist)
         except metadata.PackageNotFoundError:

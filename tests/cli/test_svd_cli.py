@@ -284,3 +284,12 @@ def test_tall_exact_in_place_keeps_the_fingerprint_of_the_input(cli, tmp_path):
     assert rep["input"]["fingerprint"] == formats.fingerprint(a)
     np.testing.assert_allclose(arrays["S"], np.linalg.svd(a, compute_uv=False), rtol=1e-10)
     np.testing.assert_allclose((arrays["U"] * arrays["S"]) @ arrays["Vt"], a, atol=1e-12)
+
+
+def test_report_names_the_hash_library_of_the_fingerprint(cli, tmp_path, matrix_npy):
+    from importlib import metadata
+
+    cli("svd", "a.npy", "-o", "v.npz", "--rank", "2", "-q")
+    rep = load_report(tmp_path / "v.report.json")
+    assert rep["versions"]["blake3"] == metadata.version("blake3")
+    assert rep["input"]["fingerprint"].startswith("blake3:")
