@@ -223,30 +223,29 @@ def part_a(k: int = 10) -> dict:
 # --- (b) data that fits: local vs 2 workers ---------------------------------------------------
 
 
+def _planted_rows(p: Path, m: int, rng) -> str:
+    """An m×500 HDF5 matrix of rank-30 decaying rows plus 5% noise (written once)."""
+    import h5py
+
+    if not p.exists():
+        basis = rng.standard_normal((30, 500)) * (0.85 ** np.arange(30))[:, None]
+        with h5py.File(p, "w") as f:
+            ds = f.create_dataset("a", shape=(m, 500), dtype="f8", chunks=(4000, 500))
+            for s in range(0, m, 20_000):
+                blk = rng.standard_normal((20_000, 30)) @ basis
+                ds[s : s + 20_000] = blk + 0.05 * rng.standard_normal(blk.shape)
+    return f"{p}:/a"
+
+
 def inputs() -> dict:
     import h5py
 
     WORK.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(1)
     paths = {}
-    p = WORK / "fit_svd.h5"
-    if not p.exists():
-        basis = rng.standard_normal((30, 500)) * (0.85 ** np.arange(30))[:, None]
-        with h5py.File(p, "w") as f:
-            ds = f.create_dataset("a", shape=(200_000, 500), dtype="f8", chunks=(4000, 500))
-            for s in range(0, 200_000, 20_000):
-                blk = rng.standard_normal((20_000, 30)) @ basis
-                ds[s : s + 20_000] = blk + 0.05 * rng.standard_normal(blk.shape)
-    paths["svd"] = f"{p}:/a"
-    p = WORK / "fit_svd_big.h5"  # 4 GB: where the ~1.5 s fixed cost of a dask run is amortised
-    if not p.exists():
-        basis = rng.standard_normal((30, 500)) * (0.85 ** np.arange(30))[:, None]
-        with h5py.File(p, "w") as f:
-            ds = f.create_dataset("a", shape=(1_000_000, 500), dtype="f8", chunks=(4000, 500))
-            for s in range(0, 1_000_000, 20_000):
-                blk = rng.standard_normal((20_000, 30)) @ basis
-                ds[s : s + 20_000] = blk + 0.05 * rng.standard_normal(blk.shape)
-    paths["svd_big"] = f"{p}:/a"
+    paths["svd"] = _planted_rows(WORK / "fit_svd.h5", 200_000, rng)
+    # 4 GB: where the ~1.5 s fixed cost of a dask run is amortised
+    paths["svd_big"] = _planted_rows(WORK / "fit_svd_big.h5", 1_000_000, rng)
     p = WORK / "fit_tucker.h5"
     if not p.exists():
         shape, ranks = (600, 80, 60, 40), (8, 8, 6, 5)
