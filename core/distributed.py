@@ -110,9 +110,7 @@ def _finite_norm_sq(a, wdt):
     import dask.array as da
 
     def norms(b):
-        flat = np.asarray(b, dtype=wdt).reshape(-1).astype(np.float64, copy=False)
-        sq = float(flat @ flat)
-        bad = 0 if np.isfinite(sq) else int(flat.size - np.count_nonzero(np.isfinite(flat)))
+        sq, _, bad = _norms(np.asarray(b, dtype=wdt))
         return np.array([[sq, bad]])
 
     out = da.map_blocks(norms, a, chunks=(1, 2), dtype=np.float64).sum(axis=0)
@@ -243,14 +241,21 @@ def _exact_from_r(r_factor, s_rule, total, r):
     return ur, s, vt, spec, select_rank(spec, s_rule)
 
 
+def _norms(x):
+    """‖x‖² in float64, max |x| and the non-finite count (only counted when the squares do
+    not sum finitely)."""
+    from .validate import abs_max
+
+    flat = x.reshape(-1).astype(np.float64, copy=False)
+    sq = float(flat @ flat)
+    bad = 0 if np.isfinite(sq) else int(flat.size - np.count_nonzero(np.isfinite(flat)))
+    return sq, abs_max(flat), bad
+
+
 def _block_first(raw, w, wdt):
     """Pass 1 on one block: ‖·‖², max |·|, the non-finite count and ``xᵀ(x w)``."""
     x = np.asarray(raw, dtype=wdt)
-    flat = x.reshape(-1).astype(np.float64, copy=False)
-    sq = float(flat @ flat)
-    amax = float(np.max(np.abs(flat))) if flat.size else 0.0
-    bad = 0 if np.isfinite(sq) and np.isfinite(amax) else \
-        int(flat.size - np.count_nonzero(np.isfinite(flat)))  # fmt: skip
+    sq, amax, bad = _norms(x)
     with np.errstate(over="ignore", invalid="ignore"):
         return sq, amax, bad, dense_rmatmat(x, dense_matmat(x, w))
 

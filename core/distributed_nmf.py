@@ -63,6 +63,7 @@ from .nmf import (
     _zero_result,
     check_parameters,
     restart_init,
+    svd_from_gram,
 )
 from .operator import dense_matmat, dense_rmatmat
 from .validate import working_dtype
@@ -255,7 +256,6 @@ def _wide_gram(d: _BlockData) -> np.ndarray:
 
 def _leading_svd(d: _BlockData, k: int, rng):
     """:func:`rankwise.core.nmf._leading_svd` on the blocks (same paths, same draws)."""
-    import scipy.linalg as sla
 
     from .linalg import thin_svd
 
@@ -263,17 +263,8 @@ def _leading_svd(d: _BlockData, k: int, rng):
     short = min(m, n)
     if short <= SVD_GRAM_DIM and short <= SVD_GRAM_FACTOR * (k + SVD_OVERSAMPLE):
         g = add_all(d.blocks.apply(_gram)) if n <= m else _wide_gram(d)
-        lam, vec = sla.eigh(np.asarray(g, np.float64), check_finite=False)
-        lam, vec = lam[::-1][:k], vec[:, ::-1][:, :k]
-        s = np.sqrt(np.maximum(lam, 0.0))
-        inv = np.where(s > 0, 1.0 / np.where(s > 0, s, 1.0), 0.0)
-        if n <= m:
-            vt = vec.T
-            u = d.matmat(vec.astype(d.dtype)) * inv
-        else:
-            u = vec
-            vt = (d.rmatmat(vec.astype(d.dtype)) * inv).T
-        return u, s, vt
+        return svd_from_gram(g, k, n <= m, lambda v: d.matmat(v.astype(d.dtype)),
+                             lambda v: d.rmatmat(v.astype(d.dtype)))  # fmt: skip
     fact = randomized.fixed_rank(_BlockOperator(d), k, oversample=SVD_OVERSAMPLE,
                                  power_iters=None, rng=rng)  # fmt: skip
     ub, s, vt, _ = thin_svd(np.ascontiguousarray(fact.right))

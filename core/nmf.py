@@ -509,29 +509,34 @@ def _as_rng(rng) -> np.random.Generator:
 # --- initialisation --------------------------------------------------------------------------
 
 
+def svd_from_gram(g, k: int, tall: bool, times, rtimes):
+    """Leading k triplets of A from the Gram ``g`` of its short side (AᵀA when ``tall``, else
+    AAᵀ), with ``times(V) = A V`` and ``rtimes(U) = Aᵀ U`` forming the other side."""
+    import scipy.linalg as sla
+
+    lam, vec = sla.eigh(np.asarray(g, np.float64), check_finite=False)
+    lam, vec = lam[::-1][:k], vec[:, ::-1][:, :k]
+    s = np.sqrt(np.maximum(lam, 0.0))
+    inv = np.where(s > 0, 1.0 / np.where(s > 0, s, 1.0), 0.0)
+    if tall:
+        return times(vec) * inv, s, vec.T
+    return vec, s, (rtimes(vec) * inv).T
+
+
 def _leading_svd(d: _Data, k: int, rng):
     """Leading k singular triplets (for the initialisation, where ~sqrt(eps) accuracy of the
     trailing values does not matter): an eigendecomposition of the Gram matrix of the short
     side when that side is small (m·n·min(m, n) flops, less than a randomized finder's
     passes), else a randomized range finder with adaptive power iterations (sparse data
     stays sparse)."""
-    import scipy.linalg as sla
 
     m, n = d.shape
     short = min(m, n)
     if not d.sparse and short <= SVD_GRAM_DIM and short <= SVD_GRAM_FACTOR * (k + SVD_OVERSAMPLE):
         x = d.x
         g = (x.T @ x) if n <= m else (x @ x.T)
-        lam, vec = sla.eigh(np.asarray(g, np.float64), check_finite=False)
-        lam, vec = lam[::-1][:k], vec[:, ::-1][:, :k]
-        s = np.sqrt(np.maximum(lam, 0.0))
-        inv = np.where(s > 0, 1.0 / np.where(s > 0, s, 1.0), 0.0)
-        if n <= m:
-            vt = vec.T
-            u = (x @ vec.astype(x.dtype)) * inv
-        else:
-            u = vec
-            vt = ((vec.T.astype(x.dtype) @ x).T * inv).T
+        u, s, vt = svd_from_gram(g, k, n <= m, lambda v: x @ v.astype(x.dtype),
+                                 lambda v: (v.T.astype(x.dtype) @ x).T)  # fmt: skip
     else:
         fact = randomized.fixed_rank(as_operator(d.x), k, oversample=SVD_OVERSAMPLE,
                                      power_iters=None, rng=rng)  # fmt: skip

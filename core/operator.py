@@ -433,6 +433,7 @@ class _ColumnStats:
             d = np.asarray(blk.data, dtype=np.float64)
             self.raw_sq += float(d @ d)
             if not self.centered:
+                self.count += b
                 return
             csc = blk.tocsc()
             counts = np.diff(csc.indptr)
@@ -446,6 +447,7 @@ class _ColumnStats:
             flat = x.ravel()
             self.raw_sq += float(flat @ flat)
             if not self.centered:
+                self.count += b
                 return
             bmean = x.mean(axis=0)
             bm2 = np.zeros_like(bmean)
@@ -469,6 +471,8 @@ class _ColumnStats:
         self.amax = max(self.amax, other.amax)
         if self.centered:
             self._add(other.count, other.mean, other.m2)
+        else:
+            self.count += other.count
 
     @property
     def centered_sq(self) -> float:

@@ -62,6 +62,9 @@ def test_parallel_pass_equals_numpy_and_the_sequential_pass(files, uri):
         np.testing.assert_allclose(par.rmatmat(yt), a.T @ yt, rtol=1e-12)
         assert par.fro_norm_sq() == pytest.approx(float((a * a).sum()), rel=1e-13)
         np.testing.assert_allclose(par.column_mean(), a.mean(axis=0), rtol=1e-14)
+        raw = par.gram_pass(w, stats=True, center_stats=False)[3]  # no means without --center
+        assert raw.count == a.shape[0] and raw.amax == st.amax
+        assert raw.raw_sq == pytest.approx(st.raw_sq, rel=1e-14) and not raw.mean.any()
         # the slot of a block never depends on timing: the same pass gives the same bits
         z2, y2, _, _ = par.gram_pass(w, keep=True)
     assert np.array_equal(z2, z) and np.array_equal(y2, y)

@@ -478,6 +478,7 @@ def test_tall_skinny_in_place_equals_the_copying_path_without_an_m_by_n_allocati
     peak = tracemalloc.get_traced_memory()[1]
     tracemalloc.stop()
     assert how1 == how0 and "cholesky_qr2" in how1
+    # the same operations on the same values, only into other buffers: rounding-level equal
     np.testing.assert_allclose(s1, s0, rtol=1e-13)
     np.testing.assert_allclose(u1, u0, atol=1e-13)
     np.testing.assert_allclose(vt1, vt0, atol=1e-13)
