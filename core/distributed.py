@@ -323,7 +323,7 @@ class _BlocksOperator:
                 raise DataError(f"the input holds {bad} NaN/Inf value(s); svd needs finite data")
             z = add_all([g[3] for g in got])
             acc = _ColumnStats(self.shape[1], centered=False)
-            acc.raw_sq, acc.amax = float(sum(g[0] for g in got)), max(g[1] for g in got)
+            acc.raw_sq, acc.magnitude = float(sum(g[0] for g in got)), max(g[1] for g in got)
             acc.count = self.shape[0]
             if keep:
                 self.blocks.step(_block_gram, w, True)

@@ -173,13 +173,47 @@ def _row_step(m: int, n: int, itemsize: int) -> int:
     return max(1, min(m, TALL_BLOCK_BYTES // max(1, n * itemsize)))
 
 
-def _blocked_gram(y: np.ndarray) -> np.ndarray:
-    step = _row_step(*y.shape, y.itemsize)
-    g = np.zeros((y.shape[1], y.shape[1]), dtype=y.dtype)
-    for i in range(0, y.shape[0], step):
+def _tall_slots(m: int, step: int) -> int:
+    """Threads for the row-block passes of :func:`tall_svd`: one per BLAS thread, once there
+    are blocks enough to share (two one-thread ``syrk`` calls on separate blocks run about
+    1.6× faster than one two-thread call here)."""
+    from .threads import blas_threads
+
+    blocks = -(-m // step)
+    return 1 if blocks < 2 else min(blocks, blas_threads())
+
+
+def _row_pass(m: int, step: int, slots: int, fn) -> list:
+    """``fn(slot, i)`` for the row blocks ``i`` (block j on slot j mod slots) on ``slots``
+    threads; returns the slots' results, whose sums in slot order are deterministic."""
+    from .threads import run_slots
+
+    starts = range(0, m, step)
+    out: list = [None] * slots
+
+    def run(slot):
+        acc = None
+        for i in starts[slot::slots]:
+            r = fn(slot, i)
+            if r is not None:
+                acc = r if acc is None else np.add(acc, r, out=acc)  # r is fresh: safe to keep
+        out[slot] = acc
+
+    run_slots(run, slots)
+    return [r for r in out if r is not None]
+
+
+def _blocked_gram(y: np.ndarray, slots: int | None = None) -> np.ndarray:
+    m, n = y.shape
+    step = _row_step(m, n, y.itemsize)
+    slots = _tall_slots(m, step) if slots is None else slots
+
+    def gram(slot, i):
         b = y[i : i + step]
-        g += b.T @ b  # numpy recognises the pattern and calls syrk
-    return g
+        return b.T @ b  # numpy recognises the pattern and calls syrk
+
+    parts = _row_pass(m, step, slots, gram)
+    return sum(parts[1:], parts[0]) if parts else np.zeros((n, n), dtype=y.dtype)
 
 
 def tall_svd(a: np.ndarray, select=None, *, overwrite: bool = False):
@@ -189,21 +223,48 @@ def tall_svd(a: np.ndarray, select=None, *, overwrite: bool = False):
     BLAS-3 flops in three passes over row blocks — the Gram of A; Q1's blocks with their Gram
     accumulated while still in cache; U overwriting Q1 in place — and one m×n allocation, or
     none with ``overwrite`` (Q1 then takes A's place: a fresh m×n array costs its page faults,
-    up to a second per 320 MB on this VM). When the condition of R1 is too large for
+    up to a second per 320 MB on this VM). Each pass is split among one thread per BLAS
+    thread (:mod:`rankwise.core.threads`). When the condition of R1 is too large for
     CholeskyQR2, LAPACK's SVD. ``select(s)``, if given, returns how many leading columns of U
     are wanted once the singular values are known (they come from the small R): the last pass
     then costs 2mnk instead of 2mn². Returns ``(u, s, vt, how)``.
     """
-    import scipy.linalg as sla
+    import contextlib
+
+    from threadpoolctl import threadpool_limits
 
     if a.shape[0] < a.shape[1]:
         u, s, vt, how = tall_svd(a.T)  # U is the short side here: nothing to save
         return vt.T, s, u.T, how
     overwrite = overwrite and a.flags.c_contiguous and a.flags.writeable
+    step = _row_step(*a.shape, a.itemsize)
+    slots = _tall_slots(a.shape[0], step)
+    # The small n×n steps run on one BLAS thread too when the passes are split: an idle
+    # OpenBLAS worker spins for ~0.1 s after each threaded call, and would take a core from
+    # the next pass (measured: 15% of the whole at 200000×200).
+    one = threadpool_limits(limits=1, user_api="blas") if slots > 1 else contextlib.nullcontext()
+    with one:
+        out = _cholqr2_svd(a, select, overwrite, step, slots)
+    if isinstance(out, tuple):
+        return out
+    # LAPACK's own SVD (it starts with a Householder QR when m ≫ n), on every thread
+    u, s, vt, driver = thin_svd(out.matrix)
+    return u, s, vt, f"{driver} ({out.reason})"
+
+
+class _Fallback:
+    def __init__(self, matrix: np.ndarray, reason: str):
+        self.matrix, self.reason = matrix, reason
+
+
+def _cholqr2_svd(a, select, overwrite: bool, step: int, slots: int):
+    """The CholeskyQR2 route of :func:`tall_svd`, or the matrix LAPACK should take instead."""
+    import scipy.linalg as sla
+
     m, n = a.shape
     r1 = None
     try:
-        r1 = sla.cholesky(_blocked_gram(a), lower=False, check_finite=False)
+        r1 = sla.cholesky(_blocked_gram(a, slots), lower=False, check_finite=False)
     except np.linalg.LinAlgError:
         pass
     if r1 is not None:
@@ -212,40 +273,49 @@ def tall_svd(a: np.ndarray, select=None, *, overwrite: bool = False):
             np.isfinite(sv).all() and sv[-1] > 0 and sv[0] / sv[-1] <= cholqr_max_cond(a.dtype)
         ):
             r1 = None
-    if r1 is None:  # LAPACK's own SVD (it starts with a Householder QR when m ≫ n)
-        u, s, vt, driver = thin_svd(a)
-        return u, s, vt, f"{driver} (condition too large for CholeskyQR2)"
+    if r1 is None:
+        return _Fallback(a, "condition too large for CholeskyQR2")
     r1inv = sla.solve_triangular(r1, np.eye(n, dtype=r1.dtype), check_finite=False)
     q1 = a if overwrite else np.empty((m, n), dtype=a.dtype)
-    g2 = np.zeros((n, n), dtype=a.dtype)
-    step = _row_step(m, n, a.itemsize)
-    scratch = np.empty((min(step, m), n), dtype=a.dtype) if overwrite else None
-    for i in range(0, m, step):
-        if overwrite:  # through a cached block: the product may not alias its input
-            blk = np.matmul(a[i : i + step], r1inv, out=scratch[: min(step, m - i)])
+    # in place, through a cached block per slot: a product may not alias its input
+    scratch = [np.empty((min(step, m), n), dtype=a.dtype) for _ in range(slots)]
+
+    def in_place_times(mat):  # the row blocks of Q1 ← Q1 · mat
+        def block(slot, i):
+            q1[i : i + step] = np.matmul(
+                q1[i : i + step], mat, out=scratch[slot][: min(step, m - i)]
+            )
+
+        return block
+
+    def q1_block(slot, i):
+        if overwrite:
+            blk = np.matmul(a[i : i + step], r1inv, out=scratch[slot][: min(step, m - i)])
             q1[i : i + step] = blk
         else:
             blk = np.matmul(a[i : i + step], r1inv, out=q1[i : i + step])
-        g2 += blk.T @ blk
+        return blk.T @ blk
+
+    parts = _row_pass(m, step, slots, q1_block)
+    g2 = sum(parts[1:], parts[0])
     try:
         r2 = sla.cholesky(g2, lower=False, check_finite=False)
     except np.linalg.LinAlgError:  # lost definiteness after all: start over the safe way
         if overwrite:  # A is gone: back from Q1 R1 (to ~ε·cond(A), within the check's bound)
-            for i in range(0, m, step):
-                q1[i : i + step] = q1[i : i + step] @ r1
-            u, s, vt, driver = thin_svd(q1)
-            return u, s, vt, f"{driver} (CholeskyQR2 broke down; A rebuilt from Q1 R1)"
+            _row_pass(m, step, slots, in_place_times(r1))
+            return _Fallback(q1, "CholeskyQR2 broke down; A rebuilt from Q1 R1")
         del q1
-        u, s, vt, driver = thin_svd(a)
-        return u, s, vt, f"{driver} (CholeskyQR2 broke down)"
+        return _Fallback(a, "CholeskyQR2 broke down")
     ur, s, vt, driver = thin_svd(r2 @ r1)
     k = n if select is None else max(1, min(n, int(select(s))))
     x = sla.solve_triangular(r2, ur[:, :k], lower=False, check_finite=False)
-    if k == n:  # U overwrites Q1 block by block
-        for i in range(0, m, step):
-            q1[i : i + step] = q1[i : i + step] @ x
+    if k == n:
+        _row_pass(m, step, slots, in_place_times(x))
         return q1, s, vt, f"cholesky_qr2 + {driver} of R"
     u = np.empty((m, k), dtype=a.dtype)
-    for i in range(0, m, step):
+
+    def u_block(slot, i):
         np.matmul(q1[i : i + step], x, out=u[i : i + step])
+
+    _row_pass(m, step, slots, u_block)
     return u, s, vt, f"cholesky_qr2 + {driver} of R (U formed for the {k} kept columns)"

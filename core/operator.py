@@ -7,6 +7,8 @@ so the same code runs on dense arrays, sparse matrices and (later) chunked files
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 from .validate import is_sparse
@@ -195,13 +197,13 @@ class BlockOperator:
         self._buffers: list[np.ndarray] = []  # one block buffer per worker of a parallel pass
 
     # Every public product is one pass over the source.
-    def _blocks(self):
+    def _blocks(self, work_checks: bool = False):
         import time
 
         from .validate import check_finite
 
         hook = self._on_first_pass if self.passes == 0 else None
-        check = not self._checked
+        check = not (self._checked or work_checks)
         self.passes += 1
         t0 = time.perf_counter()
         for start, raw in _prefetched(self._source_blocks(), self.prefetch, hook):
@@ -230,13 +232,14 @@ class BlockOperator:
         row ranges into buffers, else 1 (the prefetching sequential pass)."""
         if not self.prefetch or not getattr(self.source, "reads_row_ranges", bool)():
             return 1
-        from threadpoolctl import threadpool_info
+        from .threads import blas_threads
 
-        blas = [i.get("num_threads") or 1 for i in threadpool_info() if i.get("user_api") == "blas"]
-        return max(1, min(MAX_SLOTS, max(blas, default=1), -(-self.shape[0] // self.block_rows)))
+        return max(1, min(MAX_SLOTS, blas_threads(), -(-self.shape[0] // self.block_rows)))
 
-    def _pass(self, work, slots: int) -> None:
-        """One pass calling ``work(slot, start, block)`` for every block.
+    def _pass(self, work, slots: int, *, work_checks: bool = False) -> None:
+        """One pass calling ``work(slot, start, block)`` for every block. The first pass checks
+        that the data is finite, unless ``work_checks`` says ``work`` does (a sum of squares
+        that comes out finite proves it for free: :class:`_ColumnStats`).
 
         With ``slots`` > 1, this thread and ``slots − 1`` others each read and compute their
         own blocks (block i goes to slot i mod slots, in order), every BLAS call on one
@@ -245,69 +248,45 @@ class BlockOperator:
         so per-slot sums added in slot order are deterministic. Reads are serialised (engines
         differ in thread safety); computing overlaps them."""
         if slots <= 1:
-            for start, blk in self._blocks():
+            for start, blk in self._blocks(work_checks):
                 work(0, start, blk)
             return
         import threading
         import time
 
-        from threadpoolctl import threadpool_limits
-
+        from .threads import run_slots
         from .validate import check_finite
 
         m, rows = self.shape[0], self.block_rows
         read = self.source.row_reader(rows, buffers=slots)
         hook = self._on_first_pass if self.passes == 0 else None
-        check = not self._checked
+        check = not (self._checked or work_checks)
         self.passes += 1
         starts = range(0, m, rows)
-        lock, stop, errors = threading.Lock(), threading.Event(), []
-        errstate = np.geterr()  # numpy's error state is per thread
+        lock, stop = threading.Lock(), threading.Event()
 
         while len(self._buffers) < slots:  # kept for the next pass: no page faults again
             self._buffers.append(np.empty((min(rows, m), *self.shape[1:]), self.source.dtype))
 
         def run(slot):
             buf = self._buffers[slot]
-            with np.errstate(**errstate):
-                for start in starts[slot::slots]:
-                    if stop.is_set():
-                        return
-                    raw = buf[: min(start + rows, m) - start]
-                    with lock:
-                        read(start, start + raw.shape[0], raw)
-                    if hook is not None:
-                        hook(start, raw)
-                    blk = raw if raw.dtype == self.dtype else raw.astype(self.dtype)
-                    if self.scale != 1.0:
-                        blk = blk * self.scale
-                    if check:
-                        check_finite(blk, method="svd")
-                    work(slot, start, blk)
-
-        def guarded(slot):
-            try:
-                run(slot)
-            except BaseException as exc:  # noqa: BLE001 - re-raised in this thread
-                errors.append(exc)
-                stop.set()
+            for start in starts[slot::slots]:
+                if stop.is_set():
+                    return
+                raw = buf[: min(start + rows, m) - start]
+                with lock:
+                    read(start, start + raw.shape[0], raw)
+                if hook is not None:
+                    hook(start, raw)
+                blk = raw if raw.dtype == self.dtype else raw.astype(self.dtype)
+                if self.scale != 1.0:
+                    blk = blk * self.scale
+                if check:
+                    check_finite(blk, method="svd")
+                work(slot, start, blk)
 
         t0 = time.perf_counter()
-        threads = [threading.Thread(target=guarded, args=(i,), name=f"rankwise-pass-{i}",
-                                    daemon=True) for i in range(1, slots)]  # fmt: skip
-        with threadpool_limits(limits=1, user_api="blas"):
-            for t in threads:
-                t.start()
-            try:
-                run(0)
-            except BaseException:
-                stop.set()
-                raise
-            finally:
-                for t in threads:
-                    t.join()
-        if errors:
-            raise errors[0]
+        run_slots(run, slots, stop)
         self.bytes_read += m * int(np.prod(self.shape[1:])) * self.source.dtype.itemsize
         self._checked = True
         self.pass_seconds.append(time.perf_counter() - t0)
@@ -353,22 +332,30 @@ class BlockOperator:
         zs = [np.zeros((n, w.shape[1]), dtype=rdt) for _ in range(slots)]
         ysums = [np.zeros(w.shape[1], dtype=np.float64) for _ in range(slots)]
         accs = [_ColumnStats(n, centered=center_stats) for _ in range(slots)] if stats else None
-        sub = max(1, SUB_BLOCK_BYTES // max(1, n * self.dtype.itemsize))
+        sub, mm, rmm = _gram_kernels(n, w.shape[1], self.dtype.itemsize)
 
         def work(slot, start, blk):
             z, ysum = zs[slot], ysums[slot]
-            step = blk.shape[0] if is_sparse(blk) else sub
-            for i in range(0, blk.shape[0], step):
-                part = blk[i : i + step]
-                yb = _mm(part, w)
-                z += _rmm(part, yb)
+            if is_sparse(blk):
+                yb = np.asarray(blk @ w)
+                z += np.asarray(blk.T @ yb)
+                ysum += yb.sum(axis=0, dtype=np.float64)
+                if keep:
+                    y[start : start + blk.shape[0]] = yb
+                return
+            for i in range(0, blk.shape[0], sub):
+                part = blk[i : i + sub]
+                yb = mm(part, w)
+                z += rmm(part, yb)
                 ysum += yb.sum(axis=0, dtype=np.float64)
                 if keep:
                     y[start + i : start + i + part.shape[0]] = yb
-            if accs is not None:
-                accs[slot].update(blk)
 
-        self._pass(work, slots)
+        def work_with_stats(slot, start, blk):
+            accs[slot].update(blk)  # first: it also checks the data (an Inf raises here)
+            work(slot, start, blk)
+
+        self._pass(work_with_stats if stats else work, slots, work_checks=stats)
         acc = None
         if accs is not None:
             acc = accs[0]
@@ -379,7 +366,7 @@ class BlockOperator:
     def _stats(self, centered: bool):
         slots = self._slots()
         accs = [_ColumnStats(self.shape[1], centered=centered) for _ in range(slots)]
-        self._pass(lambda slot, start, blk: accs[slot].update(blk), slots)
+        self._pass(lambda slot, start, blk: accs[slot].update(blk), slots, work_checks=True)
         for other in accs[1:]:
             accs[0].merge(other)
         return accs[0]
@@ -395,6 +382,25 @@ class BlockOperator:
 # in cache between the two products of a Gram pass.
 MAX_SLOTS = 3
 SUB_BLOCK_BYTES = 2 << 20
+# Block sums of squares between which √sum stands in for max |a| (see _ColumnStats).
+_TINY_SQ, _HUGE_SQ = 2.0**-780, 2.0**780
+
+
+def _gram_kernels(n: int, ell: int, itemsize: int):
+    """Sub-block rows and the two products of a Gram pass over dense blocks.
+
+    Both products of a thin ``W`` are bound by OpenBLAS packing the sub-block, not by flops;
+    for ℓ ≤ 48 the plain orientation on sub-blocks of ~5 MiB/ℓ (128–512 KiB, in L2 for the
+    second product) runs 1.2–2× faster than 2 MiB ones, measured on one thread for n from 128
+    to 2048 (benchmarks/README.md); wider ``W`` keeps 2 MiB and the transposed orientation."""
+    if ell <= 48:
+        size = min(512 << 10, max(128 << 10, (5 << 20) // max(1, ell)))
+        return max(1, size // max(1, n * itemsize)), np.matmul, _plain_rmm
+    return max(1, SUB_BLOCK_BYTES // max(1, n * itemsize)), dense_matmat, dense_rmatmat
+
+
+def _plain_rmm(a, y):
+    return a.T @ y
 
 
 def _sum_in_order(parts):
@@ -413,8 +419,15 @@ def _rmm(blk, y):
 
 
 class _ColumnStats:
-    """Running ‖A‖_F², max |A| and (``centered``) column means and centred sums of squares
-    over row blocks (Chan et al.'s pairwise update)."""
+    """Running ‖A‖_F², the magnitude of A and (``centered``) column means and centred sums of
+    squares over row blocks (Chan et al.'s pairwise update). :meth:`update` also checks each
+    block for NaN and Inf.
+
+    ``magnitude`` serves the decision to rescale extreme data (:func:`power_of_two_scale`):
+    it is max |A| exactly when that is extreme, else a value in [max |A|, 2³⁹⁰]. When a block's
+    sum of squares s of N entries lies in [N·2⁻⁷⁸⁰, 2⁷⁸⁰], every |a| ≤ √s ≤ 2³⁹⁰ and
+    max |a| ≥ √(s/N) ≥ 2⁻³⁹⁰, so √s stands in for the block's max (nothing would be
+    rescaled) without another scan of the block."""
 
     def __init__(self, n: int, *, centered: bool = True):
         self.centered = centered
@@ -422,16 +435,13 @@ class _ColumnStats:
         self.mean = np.zeros(n)
         self.m2 = np.zeros(n)
         self.raw_sq = 0.0
-        self.amax = 0.0
+        self.magnitude = 0.0
 
     def update(self, blk) -> None:
-        from .validate import abs_max
-
         b = blk.shape[0]
-        self.amax = max(self.amax, abs_max(blk))
         if is_sparse(blk):
             d = np.asarray(blk.data, dtype=np.float64)
-            self.raw_sq += float(d @ d)
+            self._add_squares(blk, float(d @ d), d.size)
             if not self.centered:
                 self.count += b
                 return
@@ -445,7 +455,7 @@ class _ColumnStats:
         else:
             x = np.asarray(blk, dtype=np.float64)
             flat = x.ravel()
-            self.raw_sq += float(flat @ flat)
+            self._add_squares(blk, float(flat @ flat), flat.size)
             if not self.centered:
                 self.count += b
                 return
@@ -456,6 +466,17 @@ class _ColumnStats:
                 d = x[i : i + step] - bmean
                 bm2 += np.einsum("ij,ij->j", d, d)
         self._add(b, bmean, bm2)
+
+    def _add_squares(self, blk, sq: float, size: int) -> None:
+        from .validate import abs_max, check_finite
+
+        if not math.isfinite(sq):  # NaN or Inf in the block, or squares that overflow
+            check_finite(blk, method="svd")
+        if math.isfinite(sq) and size * _TINY_SQ <= sq <= _HUGE_SQ:
+            self.magnitude = max(self.magnitude, math.sqrt(sq))
+        else:
+            self.magnitude = max(self.magnitude, abs_max(blk))
+        self.raw_sq += sq
 
     def _add(self, b: int, bmean: np.ndarray, bm2: np.ndarray) -> None:
         total = self.count + b
@@ -468,7 +489,7 @@ class _ColumnStats:
 
     def merge(self, other: _ColumnStats) -> None:
         self.raw_sq += other.raw_sq
-        self.amax = max(self.amax, other.amax)
+        self.magnitude = max(self.magnitude, other.magnitude)
         if self.centered:
             self._add(other.count, other.mean, other.m2)
         else:
@@ -518,10 +539,11 @@ def _prefetched(blocks, enabled: bool, hook):
         except BaseException as exc:  # noqa: BLE001 - re-raised in the consumer
             put(exc)
 
-    from threadpoolctl import threadpool_info, threadpool_limits
+    from threadpoolctl import threadpool_limits
 
-    blas = [i.get("num_threads") or 1 for i in threadpool_info() if i.get("user_api") == "blas"]
-    limit = threadpool_limits(limits=max(1, max(blas, default=1) - 1), user_api="blas")
+    from .threads import blas_threads
+
+    limit = threadpool_limits(limits=max(1, blas_threads() - 1), user_api="blas")
     t = threading.Thread(target=work, name="rankwise-prefetch", daemon=True)
     t.start()
     try:

@@ -51,7 +51,8 @@ def test_parallel_pass_equals_numpy_and_the_sequential_pass(files, uri):
     np.testing.assert_allclose(y, yt, rtol=1e-12, atol=1e-12)
     np.testing.assert_allclose(ysum, yt.sum(axis=0), rtol=1e-12)
     assert st.raw_sq == pytest.approx(float((a * a).sum()), rel=1e-13)
-    assert st.amax == np.abs(a).max() and st.count == a.shape[0]
+    # the magnitude stands in for max |A| within the range where nothing is rescaled
+    assert np.abs(a).max() <= st.magnitude <= 2.0**390 and st.count == a.shape[0]
     np.testing.assert_allclose(st.mean, a.mean(axis=0), rtol=1e-14)
     np.testing.assert_allclose(st.m2, ((a - a.mean(axis=0)) ** 2).sum(axis=0), rtol=1e-12)
     for got, ref in ((z, z1), (y, y1), (st.m2, st1.m2)):
@@ -63,7 +64,7 @@ def test_parallel_pass_equals_numpy_and_the_sequential_pass(files, uri):
         assert par.fro_norm_sq() == pytest.approx(float((a * a).sum()), rel=1e-13)
         np.testing.assert_allclose(par.column_mean(), a.mean(axis=0), rtol=1e-14)
         raw = par.gram_pass(w, stats=True, center_stats=False)[3]  # no means without --center
-        assert raw.count == a.shape[0] and raw.amax == st.amax
+        assert raw.count == a.shape[0] and raw.magnitude == st.magnitude
         assert raw.raw_sq == pytest.approx(st.raw_sq, rel=1e-14) and not raw.mean.any()
         # the slot of a block never depends on timing: the same pass gives the same bits
         z2, y2, _, _ = par.gram_pass(w, keep=True)
@@ -99,3 +100,34 @@ def test_an_error_in_a_worker_stops_the_pass_and_reaches_the_caller(tmp_path):
         with pytest.raises(DataError, match="NaN"):
             op.gram_pass(np.ones((8, 2)))
     assert threading.active_count() == before
+
+
+@pytest.mark.parametrize("exponent", [450, -450, 0])
+def test_the_magnitude_is_exact_max_where_data_is_extreme(tmp_path, exponent):
+    """Blocks whose squares leave the safe range report max |A| exactly (the rescaling
+    decision takes its exponent); a block of ordinary size in between does not hide it."""
+    from rankwise.core.validate import power_of_two_scale
+
+    a = np.random.default_rng(9).standard_normal((3000, 20))
+    a[:1000] *= 2.0**exponent
+    np.save(tmp_path / "x.npy", a)
+    op = BlockOperator(F.open(tmp_path / "x.npy"), block_rows=500, dtype=np.float64)
+    with np.errstate(over="ignore", under="ignore"):
+        st = op.gram_pass(np.ones((20, 2)), stats=True, center_stats=False)[3]
+    amax = np.abs(a).max()
+    if exponent > 0:
+        assert st.magnitude == amax
+    assert power_of_two_scale(st.magnitude) == power_of_two_scale(amax)
+    assert (power_of_two_scale(amax) != 1.0) == (exponent > 0)
+
+
+@pytest.mark.parametrize("bad", [np.nan, np.inf])
+def test_the_stats_pass_checks_the_data_itself(files, tmp_path, bad):
+    a = files[1].copy()
+    a[4321, 7] = bad
+    np.save(tmp_path / "x.npy", a)
+    for prefetch in (True, False):
+        op = BlockOperator(F.open(tmp_path / "x.npy"), block_rows=333, dtype=np.float64,
+                           prefetch=prefetch)  # fmt: skip
+        with pytest.raises(DataError, match="NaN" if np.isnan(bad) else "infinite"):
+            op.gram_pass(np.ones((37, 2)), stats=True)

@@ -1,0 +1,86 @@
+"""Row-block work split among threads with one-thread BLAS, and the tall-skinny SVD on it."""
+
+from __future__ import annotations
+
+import threading
+
+import numpy as np
+import pytest
+from threadpoolctl import threadpool_info, threadpool_limits
+
+from rankwise.core import linalg
+from rankwise.core.threads import blas_threads, run_slots
+
+
+def _blas_counts():
+    return [i["num_threads"] for i in threadpool_info() if i["user_api"] == "blas"]
+
+
+def test_every_slot_runs_once_on_its_own_thread_with_one_blas_thread():
+    with threadpool_limits(limits=2, user_api="blas"):
+        seen = {}
+
+        def run(slot):
+            seen[slot] = (threading.get_ident(), _blas_counts())
+
+        run_slots(run, 3)
+        assert blas_threads() == 2  # restored afterwards
+    assert sorted(seen) == [0, 1, 2]
+    assert len({ident for ident, _ in seen.values()}) == 3
+    assert seen[0][0] == threading.get_ident()
+    assert all(set(c) == {1} for _, c in seen.values())
+
+
+@pytest.mark.parametrize("failing", [0, 1])
+def test_an_error_in_any_slot_stops_the_others_and_reaches_the_caller(failing):
+    stop = threading.Event()
+    ran = []
+
+    def run(slot):
+        if slot == failing:
+            raise ZeroDivisionError("slot failed")
+        stop.wait(5)  # the other slot waits for the stop signal, not for its timeout
+        ran.append(stop.is_set())
+
+    with pytest.raises(ZeroDivisionError, match="slot failed"):
+        run_slots(run, 2, stop)
+    assert ran == [True]
+
+
+def test_numpy_error_state_reaches_the_other_threads():
+    def run(slot):
+        if slot == 1:  # on a thread of its own, whose numpy state starts at the default
+            np.array([1e308]) * 10.0
+
+    with np.errstate(over="raise"), pytest.raises(FloatingPointError):
+        run_slots(run, 2)
+
+
+def _planted(m, n, cond, seed):
+    rng = np.random.default_rng(seed)
+    u, _ = np.linalg.qr(rng.standard_normal((m, n)))
+    v, _ = np.linalg.qr(rng.standard_normal((n, n)))
+    s = np.logspace(0, -np.log10(cond), n)
+    return (u * s) @ v.T, s
+
+
+@pytest.mark.parametrize("select", [None, 5])
+def test_tall_svd_split_among_threads_equals_the_single_thread_route(monkeypatch, select):
+    a, s_true = _planted(40_000, 30, 1e5, seed=4)  # 9.6 MB: blocks of 4 MB for three slots
+    pick = None if select is None else (lambda s: select)
+    results = {}
+    for slots in (1, 2, 3):
+        monkeypatch.setattr(linalg, "_tall_slots", lambda m, step, k=slots: k)
+        results[slots] = linalg.tall_svd(a.copy(), select=pick, overwrite=True)
+    u1, s1, vt1, how = results[1]
+    assert how.startswith("cholesky_qr2")
+    assert np.max(np.abs(s1 - s_true) / s_true) < 1e-11
+    for slots in (2, 3):
+        u, s, vt, _ = results[slots]
+        assert np.max(np.abs(s - s1) / s1) < 1e-12
+        k = u.shape[1]
+        assert np.abs(np.abs(np.sum(u * u1, axis=0)) - 1).max() < 1e-10  # same vectors
+        assert np.abs(u.T @ u - np.eye(k)).max() < 1e-13
+    # a fixed slot count gives the same bits every time: blocks never change slot
+    again = linalg.tall_svd(a.copy(), select=pick, overwrite=True)
+    assert all(np.array_equal(x, y) for x, y in zip(again[:3], results[3][:3], strict=True))
