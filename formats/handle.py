@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import math
 from abc import ABC, abstractmethod
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
@@ -144,6 +145,10 @@ class ArrayHandle(ABC):
         too_big = any(s > MAX_ADDRESSABLE for s in self.shape) or (
             self.sparse and bool(self.shape) and self.shape[0] >= MAX_ADDRESSABLE
         )
+        # numpy also refuses a dense shape whose non-zero extents span more bytes than it can
+        # index, even when another extent is 0 and the array is empty
+        nonzero = math.prod(int(s) for s in self.shape if s) * int(np.dtype(self.dtype).itemsize)
+        too_big = too_big or (not self.sparse and nonzero > MAX_ADDRESSABLE)
         if too_big:
             raise DataError(
                 f"{self.location}: declared shape {shape_text(self.shape)} is too large to "

@@ -136,8 +136,14 @@ def npy_files(draw) -> tuple[bytes, bool]:
     exact = None
     try:
         dims = ast.literal_eval(shape)
-        if isinstance(dims, tuple) and all(type(d) is int and d >= 0 for d in dims):
-            exact = math.prod(dims) * np.dtype(ACCEPTED_DESCRS.get(descr, "<f8")).itemsize
+        itemsize = np.dtype(ACCEPTED_DESCRS.get(descr, "<f8")).itemsize
+        if (
+            isinstance(dims, tuple)
+            and all(type(d) is int and d >= 0 for d in dims)
+            # numpy's own limit: the non-zero extents must span at most 2⁶³ − 1 bytes
+            and math.prod(d for d in dims if d) * itemsize < 2**63
+        ):
+            exact = math.prod(dims) * itemsize
     except Exception:  # nonsense shapes (the strategy's own): no exact size
         pass
     if exact is not None and exact > MAX_DATA:
