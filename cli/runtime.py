@@ -163,7 +163,7 @@ def library_versions() -> dict:
         "h5py",
         "zarr",
         "threadpoolctl",
-        "blake3",
+        "xxhash",
         "typer",
         "rich",
     ):

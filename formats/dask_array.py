@@ -15,7 +15,10 @@ from typing import Any
 import numpy as np
 
 from .errors import UsageError
+from .fingerprints import DIGEST_BYTES
 from .handle import ArrayHandle
+
+_SLOT = 1 + DIGEST_BYTES  # a leaf's slot in the digests a task returns: a flag, the digest
 
 # Engines whose handles read an arbitrary row range without reading what comes before it.
 ROW_ADDRESSABLE = ("hdf5", "zarr", "npy")
@@ -85,20 +88,24 @@ def block_digests(darr: Any) -> Any:
     canon = _canonical_dtype(darr.dtype)
     step = digest_rows(darr.shape, darr.dtype)
     most = max(-(-c // step) for c in darr.chunks[0])
+    width = most * _SLOT
 
     def digest(block: np.ndarray) -> np.ndarray:
-        out = np.zeros((1, most), dtype="S32")
+        # raw bytes, never numpy's S dtype: it drops a digest's trailing zero bytes
+        out = np.zeros((1, most, _SLOT), dtype=np.uint8)
         for i, start in enumerate(range(0, block.shape[0], step)):
-            out[0, i] = leaf_digest(block[start : start + step], canon)
-        return out
+            out[0, i, 0] = 1  # this slot holds a leaf (a chunk may have fewer than most)
+            out[0, i, 1:] = np.frombuffer(leaf_digest(block[start : start + step], canon), np.uint8)
+        return out.reshape(1, width)
 
-    return da.map_blocks(digest, darr, chunks=((1,) * len(darr.chunks[0]), (most,)),
-                         dtype="S32")  # fmt: skip
+    return da.map_blocks(digest, darr, chunks=((1,) * len(darr.chunks[0]), (width,)),
+                         dtype=np.uint8)  # fmt: skip
 
 
 def combine_digests(dtype: Any, shape: tuple[int, ...], digests: np.ndarray) -> str:
-    """The input fingerprint from the workers' leaf digests: the same ``blake3:`` value the
+    """The input fingerprint from the workers' leaf digests: the same ``xxh128:`` value the
     local engine computes for the same data."""
     from .fingerprints import dense_root
 
-    return dense_root(dtype, shape, (bytes(d) for d in np.asarray(digests).ravel() if d))
+    slots = np.asarray(digests, dtype=np.uint8).reshape(-1, _SLOT)
+    return dense_root(dtype, shape, (row[1:].tobytes() for row in slots if row[0]))

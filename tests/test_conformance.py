@@ -295,7 +295,7 @@ def test_cli_report_fields_and_output(alg, cli, tmp_path):
     command = " ".join(alg.command[:2]) if alg.command[0] == "rob" else alg.command[0]
     assert attrs["kind"] == command == rep["command"]
     assert set(rep["output"]["arrays"]) == set(arrays)
-    assert rep["seed"] == 5 and rep["input"]["fingerprint"].startswith("blake3:")
+    assert rep["seed"] == 5 and rep["input"]["fingerprint"].startswith("xxh128:")
     for key in ("read", "compute", "write", "total"):
         assert rep["timings"][key] >= 0
     assert rep["memory"]["peak_rss_bytes"] > 0 and rep["method"]["reason"]
