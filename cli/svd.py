@@ -230,6 +230,7 @@ NOT_STREAMING = (
 def _svd(run: Run, uri, output, rule, method, center, oversample, power_iters, block_size,
          spectral_iters, checkpointing):  # fmt: skip
     import numpy as np
+    import scipy.linalg  # noqa: F401 - its BLAS starts a worker that spins ~0.1 s: now, not in pass 1
 
     from rankwise import formats
     from rankwise.core import svd as core_svd

@@ -231,7 +231,7 @@ def tall_svd(a: np.ndarray, select=None, *, overwrite: bool = False):
     """
     import contextlib
 
-    from threadpoolctl import threadpool_limits
+    from .threads import one_blas_thread
 
     if a.shape[0] < a.shape[1]:
         u, s, vt, how = tall_svd(a.T)  # U is the short side here: nothing to save
@@ -242,7 +242,7 @@ def tall_svd(a: np.ndarray, select=None, *, overwrite: bool = False):
     # The small n×n steps run on one BLAS thread too when the passes are split: an idle
     # OpenBLAS worker spins for ~0.1 s after each threaded call, and would take a core from
     # the next pass (measured: 15% of the whole at 200000×200).
-    one = threadpool_limits(limits=1, user_api="blas") if slots > 1 else contextlib.nullcontext()
+    one = one_blas_thread() if slots > 1 else contextlib.nullcontext()
     with one:
         out = _cholqr2_svd(a, select, overwrite, step, slots)
     if isinstance(out, tuple):

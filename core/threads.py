@@ -19,6 +19,16 @@ def blas_threads() -> int:
     return max(1, max(counts, default=1))
 
 
+def one_blas_thread():
+    """A context holding every BLAS library to one thread. scipy's BLAS (a library of its own
+    in the wheels) is loaded first: threadpoolctl limits only libraries already loaded, and
+    one loaded later keeps its default threads (and its worker spinning beside ours)."""
+    import scipy.linalg  # noqa: F401 - loads scipy's BLAS
+    from threadpoolctl import threadpool_limits
+
+    return threadpool_limits(limits=1, user_api="blas")
+
+
 def run_slots(run, slots: int, stop: threading.Event | None = None) -> None:
     """Call ``run(slot)`` for every slot in ``range(slots)``: slot 0 on this thread, the others
     on their own threads, with BLAS limited to one thread meanwhile. numpy's error state (it
@@ -27,8 +37,6 @@ def run_slots(run, slots: int, stop: threading.Event | None = None) -> None:
     if slots <= 1:
         run(0)
         return
-    from threadpoolctl import threadpool_limits
-
     errstate = np.geterr()
     errors: list[BaseException] = []
 
@@ -43,7 +51,7 @@ def run_slots(run, slots: int, stop: threading.Event | None = None) -> None:
 
     threads = [threading.Thread(target=guarded, args=(i,), name=f"rankwise-slot-{i}",
                                 daemon=True) for i in range(1, slots)]  # fmt: skip
-    with threadpool_limits(limits=1, user_api="blas"):
+    with one_blas_thread():
         for t in threads:
             t.start()
         try:

@@ -84,3 +84,49 @@ def test_tall_svd_split_among_threads_equals_the_single_thread_route(monkeypatch
     # a fixed slot count gives the same bits every time: blocks never change slot
     again = linalg.tall_svd(a.copy(), select=pick, overwrite=True)
     assert all(np.array_equal(x, y) for x, y in zip(again[:3], results[3][:3], strict=True))
+
+
+def test_one_blas_thread_covers_scipys_blas_even_before_it_is_loaded():
+    """threadpoolctl limits only loaded libraries: scipy's own BLAS, loaded later, would keep
+    its threads (and a spinning worker) inside the context."""
+    import subprocess
+    import sys
+
+    code = (
+        "import numpy, sys\n"
+        "assert 'scipy.linalg' not in sys.modules\n"
+        "from threadpoolctl import threadpool_info, threadpool_limits\n"
+        "from rankwise.core.threads import one_blas_thread\n"
+        "with one_blas_thread():\n"
+        "    import scipy.linalg\n"
+        "    libs = [i for i in threadpool_info() if i['user_api'] == 'blas']\n"
+        "    print(sorted({i['num_threads'] for i in libs}))\n"
+    )
+    env = {**__import__("os").environ, "OPENBLAS_NUM_THREADS": "2"}
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env,
+                         check=True).stdout  # fmt: skip
+    assert out.strip() == "[1]"
+
+
+def test_a_parallel_streamed_svd_holds_blas_to_one_thread_between_passes(tmp_path, monkeypatch):
+    import rankwise.formats as F
+    from rankwise.core import randomized
+    from rankwise.core import svd as core_svd
+    from rankwise.core.rank import RankRule
+
+    a, _ = _planted(6000, 40, 1e3, seed=5)
+    np.save(tmp_path / "a.npy", a)
+    seen = []
+    real = randomized.streaming
+
+    def spy(op, *args, **kwargs):
+        seen.append((op.parallel, blas_threads()))
+        return real(op, *args, **kwargs)
+
+    monkeypatch.setattr(randomized, "streaming", spy)
+    with threadpool_limits(limits=2, user_api="blas"):
+        res = core_svd.truncated_svd(F.open(tmp_path / "a.npy"), RankRule("rank", 5),
+                                     method="streaming", block_rows=500, rng=1)  # fmt: skip
+        assert blas_threads() == 2  # restored once the run is over
+    assert seen == [(True, 1)]
+    np.testing.assert_allclose(res.S, np.linalg.svd(a, compute_uv=False)[:5], rtol=1e-6)
