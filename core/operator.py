@@ -400,7 +400,7 @@ def _gram_kernels(n: int, ell: int, itemsize: int):
 
     Both products of a thin ``W`` are bound by OpenBLAS packing the sub-block, not by flops;
     for ℓ ≤ 48 the plain orientation on sub-blocks of ~5 MiB/ℓ (128–512 KiB, in L2 for the
-    second product) runs 1.2–2× faster than 2 MiB ones, measured on one thread for n from 128
+    second product) runs 1.2–1.8× faster than 2 MiB ones, measured on one thread for n from 128
     to 2048 (benchmarks/README.md); wider ``W`` keeps 2 MiB and the transposed orientation."""
     if ell <= 48:
         size = min(512 << 10, max(128 << 10, (5 << 20) // max(1, ell)))
