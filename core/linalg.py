@@ -174,46 +174,62 @@ def _row_step(m: int, n: int, itemsize: int) -> int:
 
 
 def _tall_slots(m: int, step: int) -> int:
-    """Threads for the row-block passes of :func:`tall_svd`: one per BLAS thread, once there
-    are blocks enough to share (two one-thread ``syrk`` calls on separate blocks run about
-    1.6× faster than one two-thread call here)."""
+    """Threads for the row-block passes of :func:`tall_svd`: one per BLAS thread (two
+    one-thread ``syrk`` calls on separate blocks run 1.6× faster than one two-thread call
+    here), at most one per partial sum."""
     from .threads import blas_threads
 
-    blocks = -(-m // step)
-    return 1 if blocks < 2 else min(blocks, blas_threads())
+    return max(1, min(-(-m // step), blas_threads(), TALL_PARTIAL_SUMS))
+
+
+# Partial sums of a pass: block j adds into sum j mod TALL_PARTIAL_SUMS whatever the thread
+# count, so the result has the same bits on any machine (a thread owns whole sums).
+TALL_PARTIAL_SUMS = 8
 
 
 def _row_pass(m: int, step: int, slots: int, fn) -> list:
-    """``fn(slot, i)`` for the row blocks ``i`` (block j on slot j mod slots) on ``slots``
-    threads; returns the slots' results, whose sums in slot order are deterministic."""
+    """``fn(i)`` for every row block ``i`` on ``slots`` threads; returns the non-None results
+    summed into TALL_PARTIAL_SUMS partial sums (each in block order), in sum order."""
+    import threading
+
     from .threads import run_slots
 
     starts = range(0, m, step)
-    out: list = [None] * slots
+    parts = min(TALL_PARTIAL_SUMS, len(starts))
+    out: list = [None] * parts
+    stop = threading.Event()
 
     def run(slot):
-        acc = None
-        for i in starts[slot::slots]:
-            r = fn(slot, i)
-            if r is not None:
-                acc = r if acc is None else np.add(acc, r, out=acc)  # r is fresh: safe to keep
-        out[slot] = acc
+        for p in range(slot, parts, slots):
+            acc = None
+            for i in starts[p::parts]:
+                if stop.is_set():
+                    return
+                r = fn(slot, i)
+                if r is not None:  # r is fresh: safe to keep and add into
+                    acc = r if acc is None else np.add(acc, r, out=acc)
+            out[p] = acc
 
-    run_slots(run, slots)
+    run_slots(run, slots, stop)
     return [r for r in out if r is not None]
 
 
-def _blocked_gram(y: np.ndarray, slots: int | None = None) -> np.ndarray:
+def _blocked_gram(y: np.ndarray, slots: int) -> np.ndarray:
     m, n = y.shape
     step = _row_step(m, n, y.itemsize)
-    slots = _tall_slots(m, step) if slots is None else slots
 
     def gram(slot, i):
         b = y[i : i + step]
         return b.T @ b  # numpy recognises the pattern and calls syrk
 
-    parts = _row_pass(m, step, slots, gram)
-    return sum(parts[1:], parts[0]) if parts else np.zeros((n, n), dtype=y.dtype)
+    return _sum_parts(_row_pass(m, step, slots, gram), (n, n), y.dtype)
+
+
+def _sum_parts(parts: list, shape, dtype) -> np.ndarray:
+    total = np.zeros(shape, dtype=dtype)
+    for p in parts:
+        total += p
+    return total
 
 
 def tall_svd(a: np.ndarray, select=None, *, overwrite: bool = False):
@@ -239,10 +255,12 @@ def tall_svd(a: np.ndarray, select=None, *, overwrite: bool = False):
     overwrite = overwrite and a.flags.c_contiguous and a.flags.writeable
     step = _row_step(*a.shape, a.itemsize)
     slots = _tall_slots(a.shape[0], step)
-    # The small n×n steps run on one BLAS thread too when the passes are split: an idle
-    # OpenBLAS worker spins for ~0.1 s after each threaded call, and would take a core from
-    # the next pass (measured: 15% of the whole at 200000×200).
-    one = one_blas_thread() if slots > 1 else contextlib.nullcontext()
+    # The n×n steps run on one BLAS thread too when the passes are split and n is small: an
+    # idle OpenBLAS worker spins for ~0.1 s after each threaded call, and would take a core
+    # from the next pass (15% of the whole at 200000×200); at n = 1500 the O(n³) steps
+    # themselves need the threads (1.43 s on one, 0.74 s on two).
+    quiet = slots > 1 and a.shape[1] <= 512
+    one = one_blas_thread() if quiet else contextlib.nullcontext()
     with one:
         out = _cholqr2_svd(a, select, overwrite, step, slots)
     if isinstance(out, tuple):
@@ -296,8 +314,7 @@ def _cholqr2_svd(a, select, overwrite: bool, step: int, slots: int):
             blk = np.matmul(a[i : i + step], r1inv, out=q1[i : i + step])
         return blk.T @ blk
 
-    parts = _row_pass(m, step, slots, q1_block)
-    g2 = sum(parts[1:], parts[0])
+    g2 = _sum_parts(_row_pass(m, step, slots, q1_block), (n, n), a.dtype)
     try:
         r2 = sla.cholesky(g2, lower=False, check_finite=False)
     except np.linalg.LinAlgError:  # lost definiteness after all: start over the safe way

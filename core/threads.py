@@ -32,8 +32,9 @@ def one_blas_thread():
 def run_slots(run, slots: int, stop: threading.Event | None = None) -> None:
     """Call ``run(slot)`` for every slot in ``range(slots)``: slot 0 on this thread, the others
     on their own threads, with BLAS limited to one thread meanwhile. numpy's error state (it
-    is per thread) is carried over. The first error sets ``stop`` (a long ``run`` polls it to
-    end early) and is re-raised here once every slot has returned."""
+    is per thread) is carried over. The first error — or an interrupt of this thread — sets
+    ``stop`` (a long ``run`` polls it to end early); every started thread is joined before
+    the error is re-raised here, so none still writes into the caller's arrays."""
     if slots <= 1:
         run(0)
         return
@@ -49,12 +50,13 @@ def run_slots(run, slots: int, stop: threading.Event | None = None) -> None:
             if stop is not None:
                 stop.set()
 
-    threads = [threading.Thread(target=guarded, args=(i,), name=f"rankwise-slot-{i}",
-                                daemon=True) for i in range(1, slots)]  # fmt: skip
+    threads: list[threading.Thread] = []
     with one_blas_thread():
-        for t in threads:
-            t.start()
         try:
+            for i in range(1, slots):  # inside the try: a thread that cannot start stops the rest
+                threads.append(threading.Thread(target=guarded, args=(i,), daemon=True,
+                                                name=f"rankwise-slot-{i}"))  # fmt: skip
+                threads[-1].start()
             run(0)
         except BaseException:
             if stop is not None:

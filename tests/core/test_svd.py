@@ -489,12 +489,15 @@ def test_tall_skinny_in_place_equals_the_copying_path_without_an_m_by_n_allocati
         assert np.shares_memory(u1, b)  # U took A's place
 
 
-def test_tall_skinny_in_place_recovers_when_the_second_cholesky_breaks_down(monkeypatch):
+@pytest.mark.parametrize("m", [5000, 40_000])  # one row block; blocks on two threads
+def test_tall_skinny_in_place_recovers_when_the_second_cholesky_breaks_down(monkeypatch, m):
     import scipy.linalg as sla
 
+    from rankwise.core import linalg
     from rankwise.core.linalg import tall_svd
 
-    a = planted(5000, 40, np.logspace(0, -6, 40), seed=32)
+    monkeypatch.setattr(linalg, "_tall_slots", lambda rows, step: 1 if m == 5000 else 2)
+    a = planted(m, 40, np.logspace(0, -6, 40), seed=32)
     real, calls = sla.cholesky, []
 
     def second_fails(*args, **kw):

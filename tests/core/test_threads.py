@@ -65,25 +65,44 @@ def _planted(m, n, cond, seed):
 
 
 @pytest.mark.parametrize("select", [None, 5])
-def test_tall_svd_split_among_threads_equals_the_single_thread_route(monkeypatch, select):
-    a, s_true = _planted(40_000, 30, 1e5, seed=4)  # 9.6 MB: blocks of 4 MB for three slots
+def test_tall_svd_gives_the_same_bits_on_any_number_of_threads(monkeypatch, select):
+    """Block j adds into partial sum j mod 8 whatever the thread count (DESIGN: the same
+    input gives the same bytes), and the result is LAPACK's."""
+    a, s_true = _planted(40_000, 30, 1e5, seed=4)  # 9.6 MB: three blocks of 4 MB
     pick = None if select is None else (lambda s: select)
     results = {}
     for slots in (1, 2, 3):
         monkeypatch.setattr(linalg, "_tall_slots", lambda m, step, k=slots: k)
         results[slots] = linalg.tall_svd(a.copy(), select=pick, overwrite=True)
+    monkeypatch.undo()
     u1, s1, vt1, how = results[1]
     assert how.startswith("cholesky_qr2")
+    # σ from a planted spectrum of condition 1e5: CholeskyQR2 keeps ~ε·cond relative accuracy
     assert np.max(np.abs(s1 - s_true) / s_true) < 1e-11
+    assert np.abs(u1.T @ u1 - np.eye(u1.shape[1])).max() < 1e-13
     for slots in (2, 3):
-        u, s, vt, _ = results[slots]
-        assert np.max(np.abs(s - s1) / s1) < 1e-12
-        k = u.shape[1]
-        assert np.abs(np.abs(np.sum(u * u1, axis=0)) - 1).max() < 1e-10  # same vectors
-        assert np.abs(u.T @ u - np.eye(k)).max() < 1e-13
-    # a fixed slot count gives the same bits every time: blocks never change slot
-    again = linalg.tall_svd(a.copy(), select=pick, overwrite=True)
-    assert all(np.array_equal(x, y) for x, y in zip(again[:3], results[3][:3], strict=True))
+        assert all(np.array_equal(x, y) for x, y in zip(results[slots][:3], results[1][:3],
+                                                        strict=True))  # fmt: skip
+    for threads in (1, 2):  # unpatched: one thread, or two threads inside each BLAS call
+        with threadpool_limits(limits=threads, user_api="blas"):
+            got = linalg.tall_svd(a.copy(), select=pick)
+        assert all(np.array_equal(x, y) for x, y in zip(got[:3], results[1][:3], strict=True))
+
+
+def test_a_failing_block_stops_the_pass_and_every_thread_is_joined():
+    ran = []
+
+    def fn(slot, i):
+        ran.append(i)
+        if i == 0:
+            raise ValueError("block 0 failed")
+        threading.Event().wait(0.01)
+
+    before = threading.active_count()
+    with pytest.raises(ValueError, match="block 0 failed"):
+        linalg._row_pass(10_000, 1, 2, fn)
+    assert threading.active_count() == before
+    assert len(ran) < 100  # the other thread saw the stop, far before its 5000 blocks
 
 
 def test_one_blas_thread_covers_scipys_blas_even_before_it_is_loaded():
