@@ -170,6 +170,7 @@ class Run:
 
     @contextmanager
     def compute(self, label: str = "computing"):
+        import scipy.linalg  # noqa: F401 - load scipy's own BLAS first: threadpoolctl limits only loaded ones
         from threadpoolctl import threadpool_limits
 
         with self.step("compute", label), threadpool_limits(limits=self.threads):

@@ -197,7 +197,9 @@ class BlockOperator:
         self._buffers: list[np.ndarray] = []  # one block buffer per worker of a parallel pass
         from .threads import blas_threads
 
-        self.threads = blas_threads()  # those in force now: a pass has as many workers
+        # Those in force now, kept: a caller may hold BLAS to one thread between passes, and
+        # the passes must still get their workers (or, sequential, their BLAS threads).
+        self.threads = blas_threads()
 
     @property
     def parallel(self) -> bool:
@@ -217,7 +219,7 @@ class BlockOperator:
         check = not (self._checked or work_checks)
         self.passes += 1
         t0 = time.perf_counter()
-        for start, raw in _prefetched(self._source_blocks(), self.prefetch, hook):
+        for start, raw in _prefetched(self._source_blocks(), self.prefetch, hook, self.threads):
             blk = raw if is_sparse(raw) else np.asarray(raw)
             self.bytes_read += blk.data.nbytes if is_sparse(blk) else blk.nbytes
             if blk.dtype != self.dtype:
@@ -509,7 +511,7 @@ class _ColumnStats:
         return float(self.m2.sum())
 
 
-def _prefetched(blocks, enabled: bool, hook):
+def _prefetched(blocks, enabled: bool, hook, threads: int):
     """Iterate ``blocks`` one step ahead in a thread (bounded: one block in flight).
 
     While the reader thread runs, BLAS gets one thread fewer: the reader needs a core of its
@@ -550,9 +552,7 @@ def _prefetched(blocks, enabled: bool, hook):
 
     from threadpoolctl import threadpool_limits
 
-    from .threads import blas_threads
-
-    limit = threadpool_limits(limits=max(1, blas_threads() - 1), user_api="blas")
+    limit = threadpool_limits(limits=max(1, threads - 1), user_api="blas")
     t = threading.Thread(target=work, name="rankwise-prefetch", daemon=True)
     t.start()
     try:

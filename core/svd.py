@@ -273,7 +273,13 @@ def check_parameters(
         raise ParameterError(f"spectral iterations must be ≥ 0, got {spectral_iters}")
 
 
-def truncated_svd(a, rule: RankRule, **options) -> SVDResult:
+def truncated_svd(a, rule: RankRule, *, method: str = "auto", center: bool = False,
+                  rng: np.random.Generator | int | None = None, oversample: int = 10,
+                  power_iters: int | None = None, block_size: int | None = None,
+                  max_memory: int | None = None, spectral_iters: int | None = None,
+                  block_rows: int | None = None, on_first_pass=None, callback=None,
+                  planned: Plan | None = None, resume: dict | None = None,
+                  overwrite_a: bool = False) -> SVDResult:  # fmt: skip
     """Truncated SVD of a dense array, a sparse matrix or a row-block source.
 
     A row-block source (anything with ``shape``, ``dtype`` and ``iter_blocks(rows)``, such
@@ -291,17 +297,18 @@ def truncated_svd(a, rule: RankRule, **options) -> SVDResult:
     """
     import contextlib
 
-    with contextlib.ExitStack() as scope:
-        return _truncated_svd(a, rule, scope=scope, **options)
+    with contextlib.ExitStack() as scope:  # holds what a branch enters until the result
+        return _truncated_svd(
+            a, rule, scope=scope, method=method, center=center, rng=rng, oversample=oversample,
+            power_iters=power_iters, block_size=block_size, max_memory=max_memory,
+            spectral_iters=spectral_iters, block_rows=block_rows, on_first_pass=on_first_pass,
+            callback=callback, planned=planned, resume=resume, overwrite_a=overwrite_a,
+        )  # fmt: skip
 
 
-def _truncated_svd(a, rule: RankRule, *, scope, method: str = "auto", center: bool = False,
-                  rng: np.random.Generator | int | None = None, oversample: int = 10,
-                  power_iters: int | None = None, block_size: int | None = None,
-                  max_memory: int | None = None, spectral_iters: int | None = None,
-                  block_rows: int | None = None, on_first_pass=None, callback=None,
-                  planned: Plan | None = None, resume: dict | None = None,
-                  overwrite_a: bool = False) -> SVDResult:  # fmt: skip
+def _truncated_svd(a, rule: RankRule, *, scope, method, center, rng, oversample, power_iters,
+                   block_size, max_memory, spectral_iters, block_rows, on_first_pass,
+                   callback, planned, resume, overwrite_a) -> SVDResult:  # fmt: skip
     check_parameters(oversample=oversample, power_iters=power_iters, block_size=block_size,
                      spectral_iters=spectral_iters)  # fmt: skip
     rng = rng if isinstance(rng, np.random.Generator) else np.random.default_rng(rng)
@@ -342,7 +349,9 @@ def _truncated_svd(a, rule: RankRule, *, scope, method: str = "auto", center: bo
     if used == "streaming":
         op = BlockOperator(source, block_rows=block_rows or p.block_rows, dtype=wdt,
                            on_first_pass=on_first_pass)  # fmt: skip
-        if op.parallel:  # the steps between passes too: see BlockOperator.parallel
+        if op.parallel and rule.kind == "rank" and int(rule.value) + oversample <= 64:
+            # the steps between passes too (see BlockOperator.parallel): with a thin basis
+            # they are small; a wider or growing one keeps its threads for its m×ℓ steps
             from .threads import one_blas_thread
 
             scope.enter_context(one_blas_thread())

@@ -376,12 +376,13 @@ def iter_slabs(x, rows: int, *, prefetch: bool = False, hook=None) -> Iterator:
             yield start, blk
         return
     from .operator import _prefetched
+    from .threads import blas_threads
 
     try:
         blocks = x.iter_blocks(rows, ring=3 if prefetch else 1)
     except TypeError:  # a source without buffer reuse
         blocks = x.iter_blocks(rows)
-    yield from _prefetched(blocks, prefetch, hook)
+    yield from _prefetched(blocks, prefetch, hook, blas_threads())
 
 
 def stream_rows(shape, itemsize: int, max_memory: int | None, chunk_rows: int | None,

@@ -149,3 +149,49 @@ def test_a_parallel_streamed_svd_holds_blas_to_one_thread_between_passes(tmp_pat
         assert blas_threads() == 2  # restored once the run is over
     assert seen == [(True, 1)]
     np.testing.assert_allclose(res.S, np.linalg.svd(a, compute_uv=False)[:5], rtol=1e-6)
+
+
+def test_a_sequential_pass_keeps_its_blas_threads_under_a_one_thread_hold():
+    """The operator keeps the thread count in force when it was made: a caller holding BLAS
+    to one thread between passes does not shrink a pass (here the prefetching one, which
+    leaves a core to its reader thread)."""
+    from rankwise.core.operator import BlockOperator
+
+    class Blocks:  # a source that cannot read row ranges: the sequential pass
+        shape, dtype = (900, 4), np.dtype("f8")
+
+        def iter_blocks(self, rows):
+            for start in range(0, 900, rows):
+                yield start, np.ones((min(rows, 900 - start), 4))
+
+    with threadpool_limits(limits=3, user_api="blas"):
+        op = BlockOperator(Blocks(), block_rows=300, dtype=np.float64)
+        assert not op.parallel
+        with threadpool_limits(limits=1, user_api="blas"):
+            seen = []
+            op._pass(lambda slot, start, blk: seen.append(blas_threads()), 1)
+    assert seen == [2, 2, 2]
+
+
+def test_the_cli_compute_step_limits_scipys_blas_too():
+    """`--threads` of every command: the compute step's limit must reach scipy's BLAS, which
+    a command may import only inside that step."""
+    import os
+    import subprocess
+    import sys
+
+    code = (
+        "import sys\n"
+        "from rankwise.cli.run import Common, Run\n"
+        "assert 'scipy.linalg' not in sys.modules\n"
+        "run = Run('nmf', Common(threads=1, quiet=True))\n"
+        "with run.compute():\n"
+        "    import scipy.linalg\n"
+        "    from threadpoolctl import threadpool_info\n"
+        "    libs = [i for i in threadpool_info() if i['user_api'] == 'blas']\n"
+        "    print(len(libs), sorted({i['num_threads'] for i in libs}))\n"
+    )
+    env = {**os.environ, "OPENBLAS_NUM_THREADS": "2"}
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env,
+                         check=True).stdout.split(maxsplit=1)  # fmt: skip
+    assert out[1].strip() == "[1]"
