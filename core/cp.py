@@ -126,7 +126,7 @@ from .linalg import eps as _eps
 from .loop import restart_rows, run_loop, run_restarts
 from .loop import stop_reason as loop_stop_reason
 from .result import Result
-from .validate import count_nonfinite, is_sparse, working_dtype
+from .validate import count_nonfinite, is_sparse, power_of_two_scale, working_dtype
 
 INITS = ("auto", "hosvd", "random")
 
@@ -165,7 +165,6 @@ _KKT_BOUND_REL = 1e-8
 # (see nmf.py); the solver then runs BLAS single-threaded.
 SMALL_PRODUCT_FLOPS = 5e7
 # Data whose squares would overflow the Gram products is scaled by an exact power of two.
-_SAFE_EXPONENT = {4: 40, 8: 400}
 _SUMSQ_BLOCK = 1 << 20
 # HOSVD init refinement: CP of the compressed core X ×_n U_nᵀ (R^N entries, at most this many)
 # from this many starts (GEVD, then random), each tried for CORE_TRIAL_ITER sweeps; the best
@@ -462,16 +461,6 @@ def _convert(x, wdt):
             "separate method)"
         )
     return x
-
-
-def _power_of_two_scale(amax: float, dtype) -> float:
-    if amax == 0.0 or not math.isfinite(amax):
-        return 1.0
-    e = int(np.frexp(amax)[1])
-    if abs(e) <= _SAFE_EXPONENT[np.dtype(dtype).itemsize]:
-        return 1.0
-    # capped so that 2^k is finite in the working dtype (subnormal maxima)
-    return float(np.ldexp(1.0, min(-e, np.finfo(dtype).maxexp - 2)))
 
 
 _CONTROLLER = []
@@ -1154,7 +1143,7 @@ def cp(x, rank: int, *, nonneg: bool = False, init: str = "auto", tol: float = 1
             raise DataError(f"cp with nonneg=True needs nonnegative data; the input holds {count}"
                             f" negative value(s), the smallest {amin:.6g}")  # fmt: skip
     amax = float(max(abs(float(np.max(xw))), abs(float(np.min(xw)))))
-    scale = _power_of_two_scale(amax, wdt)
+    scale = power_of_two_scale(amax, wdt)
     if scale != 1.0:
         xw = xw * wdt.type(scale)  # a new array: the input is never modified
         e = int(round(math.log2(scale)))

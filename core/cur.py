@@ -111,7 +111,7 @@ def cur(a, rank: int, *, oversample: int = 10, power_iters: int | None = 1,
         raise BudgetError(f"exact CUR pivots the dense matrix ({m}×{n}); use the randomized "
                           "method for large sparse input")  # fmt: skip
 
-    scale = power_of_two_scale(abs_max(a))
+    scale = power_of_two_scale(abs_max(a), wdt)
     work = a * scale if scale != 1.0 else a
     if scale != 1.0:
         warnings.append(f"entries of magnitude near 2^{-int(np.log2(scale))} were scaled by "

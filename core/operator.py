@@ -329,8 +329,9 @@ class BlockOperator:
     def gram_pass(self, w, *, keep: bool = False, stats: bool = False, center_stats: bool = True,
                   out=None):  # fmt: skip
         """One pass: ``Z = AᵀA W``; with ``keep`` also ``Y = A W``; with ``stats``
-        ``‖A‖_F²`` and max |A|, and with ``center_stats`` too the column means and
-        ``‖A − 1μᵀ‖_F²`` per column (Chan's pairwise update, no cancellation). Returns
+        ``‖A‖_F²`` and the magnitude of A (:class:`_ColumnStats`), and with ``center_stats``
+        too the column means and ``‖A − 1μᵀ‖_F²`` per column (Chan's pairwise update, no
+        cancellation); the stats also check the data for NaN and Inf. Returns
         (Z, Y or None, colsum of A W, stats or None). Blocks are worked on in sub-blocks
         that stay in cache, so each is read from memory once for both products."""
         m, n = self.shape
@@ -342,7 +343,9 @@ class BlockOperator:
             y = out if fits else np.empty((m, w.shape[1]), dtype=rdt)
         zs = [np.zeros((n, w.shape[1]), dtype=rdt) for _ in range(slots)]
         ysums = [np.zeros(w.shape[1], dtype=np.float64) for _ in range(slots)]
-        accs = [_ColumnStats(n, centered=center_stats) for _ in range(slots)] if stats else None
+        accs = None
+        if stats:
+            accs = [_ColumnStats(n, centered=center_stats, dtype=self.dtype) for _ in range(slots)]
         sub, mm, rmm = _gram_kernels(n, w.shape[1], self.dtype.itemsize)
 
         def work(slot, start, blk):
@@ -376,7 +379,8 @@ class BlockOperator:
 
     def _stats(self, centered: bool):
         slots = self._slots()
-        accs = [_ColumnStats(self.shape[1], centered=centered) for _ in range(slots)]
+        accs = [_ColumnStats(self.shape[1], centered=centered, dtype=self.dtype)
+                for _ in range(slots)]  # fmt: skip
         self._pass(lambda slot, start, blk: accs[slot].update(blk), slots, work_checks=True)
         for other in accs[1:]:
             accs[0].merge(other)
@@ -389,12 +393,10 @@ class BlockOperator:
         return self._stats(True).mean
 
 
-# Workers of a parallel pass, and the rows a worker multiplies at once: small enough to stay
-# in cache between the two products of a Gram pass.
+# Workers of a parallel pass (beyond three, reading serialised by the lock gains little), and
+# the sub-blocks of a Gram pass with a wide W (see _gram_kernels).
 MAX_SLOTS = 3
 SUB_BLOCK_BYTES = 2 << 20
-# Block sums of squares between which √sum stands in for max |a| (see _ColumnStats).
-_TINY_SQ, _HUGE_SQ = 2.0**-780, 2.0**780
 
 
 def _gram_kernels(n: int, ell: int, itemsize: int):
@@ -434,14 +436,19 @@ class _ColumnStats:
     squares over row blocks (Chan et al.'s pairwise update). :meth:`update` also checks each
     block for NaN and Inf.
 
-    ``magnitude`` serves the decision to rescale extreme data (:func:`power_of_two_scale`):
-    it is max |A| exactly when that is extreme, else a value in [max |A|, 2³⁹⁰]. When a block's
-    sum of squares s of N entries lies in [N·2⁻⁷⁸⁰, 2⁷⁸⁰], every |a| ≤ √s ≤ 2³⁹⁰ and
-    max |a| ≥ √(s/N) ≥ 2⁻³⁹⁰, so √s stands in for the block's max (nothing would be
-    rescaled) without another scan of the block."""
+    ``magnitude`` serves the decision to rescale extreme data (:func:`power_of_two_scale`,
+    whose safe exponent E is 400 for float64 and 40 for float32 work): it is max |A| exactly
+    when a block's sum of squares s of N entries lies outside [N·2^(20−2E), 2^(2E−20)];
+    inside, every |a| ≤ √s ≤ 2^(E−10) and max |a| ≥ √(s/N) ≥ 2^(10−E), so nothing would be
+    rescaled and √s stands in for the block's max without another scan of the block.
+    """
 
-    def __init__(self, n: int, *, centered: bool = True):
+    def __init__(self, n: int, *, centered: bool = True, dtype=np.float64):
+        from .validate import safe_exponent
+
         self.centered = centered
+        e = safe_exponent(dtype)
+        self._tiny, self._huge = 2.0 ** (20 - 2 * e), 2.0 ** (2 * e - 20)
         self.count = 0
         self.mean = np.zeros(n)
         self.m2 = np.zeros(n)
@@ -483,7 +490,7 @@ class _ColumnStats:
 
         if not math.isfinite(sq):  # NaN or Inf in the block, or squares that overflow
             check_finite(blk, method="svd")
-        if math.isfinite(sq) and size * _TINY_SQ <= sq <= _HUGE_SQ:
+        if math.isfinite(sq) and size * self._tiny <= sq <= self._huge:
             self.magnitude = max(self.magnitude, math.sqrt(sq))
         else:
             self.magnitude = max(self.magnitude, abs_max(blk))

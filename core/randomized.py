@@ -257,7 +257,7 @@ def streaming(op, rule: RankRule, *, oversample: int, power_iters: int | None, r
         omega = gaussian(rng, (n, ell), dt)
         with np.errstate(over="ignore", invalid="ignore"):  # extreme data is redone scaled
             z, _, ysum, stats = op.gram_pass(omega, stats=True, center_stats=center)
-        scale = power_of_two_scale(stats.magnitude)
+        scale = power_of_two_scale(stats.magnitude, op.dtype)
         if scale != 1.0:  # squares overflow or underflow: redo the pass on exactly scaled data
             op.scale = scale
             rule = rule.scaled(scale)

@@ -364,7 +364,7 @@ def _truncated_svd(a, rule: RankRule, *, scope, method, center, rng, oversample,
         if center:
             op = CenteredOperator(op, fact.mean)
     else:
-        scale = power_of_two_scale(abs_max(a))
+        scale = power_of_two_scale(abs_max(a), a.dtype)
         if scale != 1.0:
             a = a * scale
         op = as_operator(a, center=center)

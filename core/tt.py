@@ -365,7 +365,7 @@ def tt(x, *, tol: float | None = None, max_rank=None, svd: str = "auto",
     if max_memory is not None and source is None and in_memory_need > max_memory:
         raise BudgetError(f"tt needs about {T.human(in_memory_need)} (input included) for shape "
                           f"{shape} but the memory budget is {T.human(max_memory)}")  # fmt: skip
-    scale = power_of_two_scale(abs_max(x))
+    scale = power_of_two_scale(abs_max(x), wdt)
     if scale != 1.0:
         x = x * wdt.type(scale)
         _scale_warning(warnings, scale)
@@ -524,7 +524,7 @@ def tt_round(cores, *, tol: float | None = None, max_rank=None) -> Result:
     caps = _caps(max_rank, n_modes)
     ranks_in = _ranks(cores)
     warnings: list[str] = []
-    scale = power_of_two_scale(max(abs_max(c) for c in cores))
+    scale = power_of_two_scale(max(abs_max(c) for c in cores), wdt)
     if scale != 1.0:  # spread the exact power of two over the cores' product: scale core 0
         cores[0] = cores[0] * wdt.type(scale)
         _scale_warning(warnings, scale)
@@ -657,7 +657,7 @@ def _streaming(src, shape, dtype, wdt, tol, caps, max_memory, chunk_rows, svd, w
     vts: dict[int, np.ndarray] = {}
     steps = []
     eig, norm_sq, amax = gram_pass(1.0, vts, n_modes, first=True)
-    scale = power_of_two_scale(amax)
+    scale = power_of_two_scale(amax, wdt)
     if scale != 1.0:
         eig, norm_sq, _ = gram_pass(scale, vts, n_modes, first=False)
         _scale_warning(warnings, scale)

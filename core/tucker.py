@@ -671,7 +671,7 @@ def tucker(x, *, ranks=None, tol: float | None = None, budget: int | None = None
             raise BudgetError(f"tucker needs about {T.human(est)} for shape {shape} {wdt} "
                               f"(input included) but the memory budget is "
                               f"{T.human(max_memory)}")  # fmt: skip
-    scale = power_of_two_scale(abs_max(x))
+    scale = power_of_two_scale(abs_max(x), wdt)
     if scale != 1.0:
         x = x * wdt.type(scale)
         e = int(round(math.log2(scale)))
@@ -948,7 +948,7 @@ def two_pass_hosvd(passes, shape, wdt, fixed, req, tol, max_memory, svd, warning
         if svd == "svd" or (svd == "auto" and T.svd_needed(tol, n_modes, shape[n]))
     }
     grams, norm_sq, amax = passes.grams(1.0, tsqr)
-    scale = power_of_two_scale(amax)
+    scale = power_of_two_scale(amax, wdt)
     if scale != 1.0:
         grams, norm_sq, _ = passes.grams(scale, tsqr)
         e = int(round(math.log2(scale)))

@@ -94,20 +94,26 @@ def check_finite(a, *, method: str, allow_nan: bool = False) -> tuple[int, int]:
 
 
 # Squares of entries beyond 2^±400 overflow or underflow the float64 norms that certify the
-# error; such data is rescaled by an exact power of two (no rounding) and scaled back.
-_SAFE_EXPONENT = 400
+# error — beyond 2^±40 in float32, where Gram products of 2^40 rows must stay below 2^128 —
+# so such data is rescaled by an exact power of two (no rounding) and scaled back.
+SAFE_EXPONENT = {4: 40, 8: 400}
 
 
-def power_of_two_scale(amax: float) -> float:
-    """Factor that brings ``max|A| = amax`` near 1 when it is extreme, else 1.0."""
+def safe_exponent(dtype) -> int:
+    return SAFE_EXPONENT[min(8, max(4, np.dtype(dtype).itemsize))]
+
+
+def power_of_two_scale(amax: float, dtype=np.float64) -> float:
+    """Factor that brings ``max|A| = amax`` near 1 when it is extreme for the working
+    ``dtype``, else 1.0."""
     if amax == 0.0 or not np.isfinite(amax):
         return 1.0
     exp = int(np.frexp(amax)[1])
-    if abs(exp) <= _SAFE_EXPONENT:
+    if abs(exp) <= safe_exponent(dtype):
         return 1.0
-    # a subnormal maximum (exp < −1021) needs more than 2^1022, which is not a float: the
-    # largest power of two still brings it to a normal number, far from underflow
-    return float(np.ldexp(1.0, min(-exp, 1022)))
+    # a subnormal maximum needs more than the largest power of two the dtype holds: that one
+    # still brings it to a normal number, far from underflow
+    return float(np.ldexp(1.0, min(-exp, np.finfo(np.dtype(dtype)).maxexp - 2)))
 
 
 def abs_max(a) -> float:

@@ -102,23 +102,49 @@ def test_an_error_in_a_worker_stops_the_pass_and_reaches_the_caller(tmp_path):
     assert threading.active_count() == before
 
 
-@pytest.mark.parametrize("exponent", [450, -450, 0])
-def test_the_magnitude_is_exact_max_where_data_is_extreme(tmp_path, exponent):
-    """Blocks whose squares leave the safe range report max |A| exactly (the rescaling
-    decision takes its exponent); a block of ordinary size in between does not hide it."""
+@pytest.mark.parametrize(
+    ("exponent", "rows", "dtype"),
+    [(450, 1000, "f8"), (-450, 3000, "f8"), (-450, 1000, "f8"), (0, 3000, "f8"),
+     (50, 3000, "f4"), (-50, 3000, "f4"), (30, 3000, "f4")],
+)  # fmt: skip
+def test_the_magnitude_is_exact_max_where_data_is_extreme(tmp_path, exponent, rows, dtype):
+    """Blocks whose squares leave the dtype's safe range report max |A| exactly (the
+    rescaling decision takes its exponent); ordinary blocks may report a stand-in, never one
+    that changes the decision."""
     from rankwise.core.validate import power_of_two_scale
 
     a = np.random.default_rng(9).standard_normal((3000, 20))
-    a[:1000] *= 2.0**exponent
+    a[:rows] *= 2.0**exponent
+    a = a.astype(dtype)
     np.save(tmp_path / "x.npy", a)
-    op = BlockOperator(F.open(tmp_path / "x.npy"), block_rows=500, dtype=np.float64)
+    op = BlockOperator(F.open(tmp_path / "x.npy"), block_rows=500, dtype=a.dtype)
     with np.errstate(over="ignore", under="ignore"):
-        st = op.gram_pass(np.ones((20, 2)), stats=True, center_stats=False)[3]
-    amax = np.abs(a).max()
-    if exponent > 0:
+        st = op.gram_pass(np.ones((20, 2), dtype=a.dtype), stats=True, center_stats=False)[3]
+    amax = float(np.abs(a).max())
+    safe = 400 if dtype == "f8" else 40
+    # the max is extreme when big rows exist, or when every row is tiny
+    scaled = exponent > safe or (exponent < -safe and rows == 3000)
+    assert (power_of_two_scale(amax, a.dtype) != 1.0) == scaled
+    if scaled:
         assert st.magnitude == amax
-    assert power_of_two_scale(st.magnitude) == power_of_two_scale(amax)
-    assert (power_of_two_scale(amax) != 1.0) == (exponent > 0)
+    assert power_of_two_scale(st.magnitude, a.dtype) == power_of_two_scale(amax, a.dtype)
+
+
+def test_the_magnitude_of_sparse_blocks_keeps_the_decision():
+    import scipy.sparse as sp
+
+    from rankwise.core.operator import _ColumnStats
+    from rankwise.core.validate import power_of_two_scale
+
+    for factor in (2.0**450, 2.0**-450, 1.0):
+        blk = sp.random(300, 40, density=0.05, random_state=3, format="csr") * factor
+        st = _ColumnStats(40, centered=False)
+        with np.errstate(over="ignore", under="ignore"):
+            st.update(blk)
+        amax = float(np.abs(blk.data).max())
+        assert power_of_two_scale(st.magnitude) == power_of_two_scale(amax)
+        if factor != 1.0:
+            assert st.magnitude == amax
 
 
 @pytest.mark.parametrize("bad", [np.nan, np.inf])

@@ -378,6 +378,24 @@ def test_extreme_magnitudes_are_scaled_exactly(factor, method):
     assert any("scaled" in w for w in res.warnings)
 
 
+@pytest.mark.parametrize("exponent", [70, -70])
+@pytest.mark.parametrize("method", ["exact", "randomized", "lanczos", "streaming"])
+def test_extreme_float32_is_scaled_exactly(exponent, method):
+    # float32 Gram products overflow beyond ~2^64 (and squares underflow below ~2^-63): the
+    # safe range of float32 work is 2^±40, so 2^±70 is scaled by an exact power of two and
+    # the results are those of the unscaled float32 matrix times the factor.
+    a = planted(60, 30, np.linspace(3, 1, 30), seed=23).astype(np.float32)
+    factor = np.float32(2.0**exponent)
+    ref = truncated_svd(a, RankRule("rank", 4), method=method, rng=0)
+    res = truncated_svd(a * factor, RankRule("rank", 4), method=method, rng=0)
+    assert res.S.dtype == np.float32
+    np.testing.assert_allclose(res.S / factor, ref.S, rtol=1e-6)
+    assert res.metrics["relative_frobenius_error"] == pytest.approx(
+        ref.metrics["relative_frobenius_error"], rel=1e-4
+    )
+    assert any("scaled" in w for w in res.warnings)
+
+
 def test_zero_matrix_with_lanczos():
     res = truncated_svd(np.zeros((40, 30)), RankRule("rank", 3), method="lanczos")
     assert np.all(res.S == 0) and res.metrics["relative_frobenius_error"] == 0.0
