@@ -263,7 +263,7 @@ def tall_svd(a: np.ndarray, select=None, *, overwrite: bool = False):
     one = one_blas_thread() if quiet else contextlib.nullcontext()
     with one:
         out = _cholqr2_svd(a, select, overwrite, step, slots)
-    if isinstance(out, tuple):
+    if not isinstance(out, _Fallback):
         return out
     # LAPACK's own SVD (it starts with a Householder QR when m ≫ n), on every thread
     u, s, vt, driver = thin_svd(out.matrix)
