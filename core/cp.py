@@ -164,7 +164,6 @@ _KKT_BOUND_REL = 1e-8
 # Below this many flops per MTTKRP GEMM, BLAS threads cost more in wake-ups than they save
 # (see nmf.py); the solver then runs BLAS single-threaded.
 SMALL_PRODUCT_FLOPS = 5e7
-# Data whose squares would overflow the Gram products is scaled by an exact power of two.
 _SUMSQ_BLOCK = 1 << 20
 # HOSVD init refinement: CP of the compressed core X ×_n U_nᵀ (R^N entries, at most this many)
 # from this many starts (GEVD, then random), each tried for CORE_TRIAL_ITER sweeps; the best

@@ -222,14 +222,13 @@ def _blocked_gram(y: np.ndarray, slots: int) -> np.ndarray:
         b = y[i : i + step]
         return b.T @ b  # numpy recognises the pattern and calls syrk
 
-    return _sum_parts(_row_pass(m, step, slots, gram), (n, n), y.dtype)
+    return _sum_parts(_row_pass(m, step, slots, gram), n, y.dtype)
 
 
-def _sum_parts(parts: list, shape, dtype) -> np.ndarray:
-    total = np.zeros(shape, dtype=dtype)
-    for p in parts:
-        total += p
-    return total
+def _sum_parts(parts: list, n: int, dtype) -> np.ndarray:
+    from .threads import sum_in_order
+
+    return sum_in_order(parts) if parts else np.zeros((n, n), dtype=dtype)  # m = 0: no blocks
 
 
 def tall_svd(a: np.ndarray, select=None, *, overwrite: bool = False):
@@ -314,7 +313,7 @@ def _cholqr2_svd(a, select, overwrite: bool, step: int, slots: int):
             blk = np.matmul(a[i : i + step], r1inv, out=q1[i : i + step])
         return blk.T @ blk
 
-    g2 = _sum_parts(_row_pass(m, step, slots, q1_block), (n, n), a.dtype)
+    g2 = _sum_parts(_row_pass(m, step, slots, q1_block), n, a.dtype)
     try:
         r2 = sla.cholesky(g2, lower=False, check_finite=False)
     except np.linalg.LinAlgError:  # lost definiteness after all: start over the safe way

@@ -103,7 +103,13 @@ from .loop import restart_rows, run_restarts
 from .loop import stop_reason as loop_stop_reason
 from .operator import as_operator, dense_matmat, dense_rmatmat
 from .result import Result
-from .validate import check_matrix_shape, count_nonfinite, is_sparse, working_dtype
+from .validate import (
+    check_matrix_shape,
+    count_nonfinite,
+    is_sparse,
+    safe_exponent,
+    working_dtype,
+)
 
 SOLVERS = ("auto", "hals", "mu")
 LOSSES = ("frobenius", "kl")
@@ -144,9 +150,6 @@ _KL_FLOOR_REL = 1e-12
 # interpreter that drives the column updates): the solver then runs BLAS single-threaded.
 # Measured on digits (1797×64, k = 10): 2.3× faster single-threaded on 2 cores.
 SMALL_PRODUCT_FLOPS = 5e7
-# Data whose squares would overflow (or vanish in) the Gram products is scaled by an exact
-# power of four (float64 beyond 2^±400, float32 beyond 2^±40) and the results scaled back.
-_SAFE_EXPONENT = {4: 40, 8: 400}
 
 
 @dataclass(frozen=True)
@@ -464,11 +467,13 @@ def _abs_max(x, sparse: bool, nan: int) -> float:
 
 
 def _power_of_four_scale(amax: float, dtype) -> float:
-    """Exact power of four bringing max|X| near 1 when the data is extreme, else 1.0."""
+    """Exact power of four bringing max|X| near 1 when the data is extreme for the working
+    dtype (beyond 2^±400 in float64, 2^±40 in float32: the Gram products' squares would
+    overflow or vanish), else 1.0."""
     if amax == 0.0 or not math.isfinite(amax):
         return 1.0
     e = int(np.frexp(amax)[1])
-    if abs(e) <= _SAFE_EXPONENT[np.dtype(dtype).itemsize]:
+    if abs(e) <= safe_exponent(dtype):
         return 1.0
     cap = np.finfo(dtype).maxexp - 2  # 2^k stays finite in the working dtype (subnormal maxima)
     return float(np.ldexp(1.0, min(-2 * (e // 2), cap - cap % 2)))

@@ -11,6 +11,7 @@ import math
 
 import numpy as np
 
+from .threads import sum_in_order
 from .validate import is_sparse
 
 _BLOCK_BYTES = 64 << 20
@@ -320,7 +321,7 @@ class BlockOperator:
             parts[slot] += _rmm(blk, y[start : start + blk.shape[0]])
 
         self._pass(work, slots)
-        return _sum_in_order(parts)
+        return sum_in_order(parts)
 
     def row_blocks(self, rows: int | None = None):
         for start, blk in self._blocks():
@@ -350,17 +351,11 @@ class BlockOperator:
 
         def work(slot, start, blk):
             z, ysum = zs[slot], ysums[slot]
-            if is_sparse(blk):
-                yb = np.asarray(blk @ w)
-                z += np.asarray(blk.T @ yb)
-                ysum += yb.sum(axis=0, dtype=np.float64)
-                if keep:
-                    y[start : start + blk.shape[0]] = yb
-                return
-            for i in range(0, blk.shape[0], sub):
-                part = blk[i : i + sub]
-                yb = mm(part, w)
-                z += rmm(part, yb)
+            step, f, g = (blk.shape[0], _mm, _rmm) if is_sparse(blk) else (sub, mm, rmm)
+            for i in range(0, blk.shape[0], step):
+                part = blk[i : i + step]
+                yb = f(part, w)
+                z += g(part, yb)
                 ysum += yb.sum(axis=0, dtype=np.float64)
                 if keep:
                     y[start + i : start + i + part.shape[0]] = yb
@@ -375,7 +370,7 @@ class BlockOperator:
             acc = accs[0]
             for other in accs[1:]:
                 acc.merge(other)
-        return _sum_in_order(zs), y, _sum_in_order(ysums), acc
+        return sum_in_order(zs), y, sum_in_order(ysums), acc
 
     def _stats(self, centered: bool):
         slots = self._slots()
@@ -414,13 +409,6 @@ def _gram_kernels(n: int, ell: int, itemsize: int):
 
 def _plain_rmm(a, y):
     return a.T @ y
-
-
-def _sum_in_order(parts):
-    total = parts[0]
-    for p in parts[1:]:
-        total += p
-    return total
 
 
 def _mm(blk, x):

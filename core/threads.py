@@ -29,6 +29,14 @@ def one_blas_thread():
     return threadpool_limits(limits=1, user_api="blas")
 
 
+def sum_in_order(parts: list):
+    """The partial sums of a split pass added in their fixed order (the first is reused)."""
+    total = parts[0]
+    for p in parts[1:]:
+        total += p
+    return total
+
+
 def run_slots(run, slots: int, stop: threading.Event | None = None) -> None:
     """Call ``run(slot)`` for every slot in ``range(slots)``: slot 0 on this thread, the others
     on their own threads, with BLAS limited to one thread meanwhile. numpy's error state (it
